@@ -1,0 +1,365 @@
+"""The metadata index: queries and writes over the SQL tables, in domain terms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from hwrepo.adapters.db.orm import (
+    MemberRow,
+    OutboxRow,
+    ProjectRow,
+    ProjectTopicRow,
+    RevisionFileRow,
+    RevisionRow,
+    TokenRow,
+    UserRow,
+)
+from hwrepo.domain.events import Event
+from hwrepo.domain.model import (
+    FileEntry,
+    Project,
+    ProjectKind,
+    ProjectLink,
+    Revision,
+    Role,
+    Token,
+    User,
+    Visibility,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class ProjectQuery:
+    viewer: User | None
+    kind: ProjectKind | None = None
+    topic: str | None = None
+    owner: str | None = None
+    text: str | None = None
+    page: int = 1
+    per_page: int = 20
+
+
+def _user(row: UserRow) -> User:
+    return User(
+        id=row.id,
+        name=row.name,
+        admin=row.admin,
+        created=row.created,
+        tokens=[
+            Token(id=t.id, name=t.name, sha256=t.sha256, created=t.created) for t in row.tokens
+        ],
+    )
+
+
+def _project(row: ProjectRow) -> Project:
+    return Project(
+        id=row.id,
+        owner=row.owner.name,
+        name=row.name,
+        kind=ProjectKind(row.kind),
+        visibility=Visibility(row.visibility),
+        licence=row.licence,
+        description=row.description,
+        topics=[t.topic for t in row.topics],
+        links=[ProjectLink(**link) for link in row.links],
+        members={m.user.name: Role(m.role) for m in row.members},
+        created=row.created,
+        updated=row.updated,
+    )
+
+
+def _revision(row: RevisionRow) -> Revision:
+    return Revision(
+        id=row.id,
+        project_id=row.project_id,
+        number=row.number,
+        parent=row.parent,
+        message=row.message,
+        author=row.author.name,
+        created=row.created,
+        files=[FileEntry(f.path, f.size, f.sha256, f.media_type) for f in row.files],
+        idempotency_key=row.idempotency_key,
+        fingerprint=row.fingerprint,
+    )
+
+
+_PROJECT_LOAD = (
+    selectinload(ProjectRow.owner),
+    selectinload(ProjectRow.topics),
+    selectinload(ProjectRow.members).selectinload(MemberRow.user),
+)
+
+
+class Index:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- users -----------------------------------------------------------------------------
+    def user(self, name: str) -> User | None:
+        row = self._user_row(name)
+        return _user(row) if row else None
+
+    def _user_row(self, name: str) -> UserRow | None:
+        return self.session.scalars(
+            select(UserRow).where(UserRow.name == name).options(selectinload(UserRow.tokens))
+        ).one_or_none()
+
+    def user_by_token(self, sha256: str) -> User | None:
+        row = self.session.scalars(
+            select(UserRow).join(TokenRow).where(TokenRow.sha256 == sha256)
+        ).one_or_none()
+        return _user(row) if row else None
+
+    def users(self) -> list[User]:
+        rows = self.session.scalars(
+            select(UserRow).options(selectinload(UserRow.tokens)).order_by(UserRow.name)
+        )
+        return [_user(r) for r in rows]
+
+    def save_user(self, user: User) -> None:
+        row = self.session.get(UserRow, user.id, options=[selectinload(UserRow.tokens)])
+        if row is None:
+            row = UserRow(id=user.id, name=user.name, admin=user.admin, created=user.created)
+            self.session.add(row)
+        row.admin = user.admin
+        known = {t.id for t in row.tokens}
+        for token in user.tokens:
+            if token.id not in known:
+                row.tokens.append(
+                    TokenRow(
+                        id=token.id, name=token.name, sha256=token.sha256, created=token.created
+                    )
+                )
+        self.session.flush()
+
+    def _user_id(self, name: str) -> str:
+        user_id = self.session.scalar(select(UserRow.id).where(UserRow.name == name))
+        if user_id is None:
+            raise LookupError(name)
+        return user_id
+
+    # -- projects --------------------------------------------------------------------------
+    def project(self, owner: str, name: str, *, for_update: bool = False) -> Project | None:
+        stmt = (
+            select(ProjectRow)
+            .join(UserRow, ProjectRow.owner_id == UserRow.id)
+            .where(UserRow.name == owner, ProjectRow.name == name)
+            .options(*_PROJECT_LOAD)
+        )
+        if for_update:
+            stmt = stmt.with_for_update(of=ProjectRow)
+        row = self.session.scalars(stmt).one_or_none()
+        return _project(row) if row else None
+
+    def project_by_id(self, project_id: str) -> Project | None:
+        row = self.session.get(ProjectRow, project_id, options=list(_PROJECT_LOAD))
+        return _project(row) if row else None
+
+    def search_projects(self, query: ProjectQuery) -> tuple[list[Project], int]:
+        stmt = select(ProjectRow).join(UserRow, ProjectRow.owner_id == UserRow.id)
+        viewer = query.viewer
+        if viewer is None:
+            stmt = stmt.where(ProjectRow.visibility == Visibility.PUBLIC.value)
+        elif not viewer.admin:
+            member_of = select(MemberRow.project_id).where(MemberRow.user_id == viewer.id)
+            stmt = stmt.where(
+                or_(
+                    ProjectRow.visibility == Visibility.PUBLIC.value,
+                    ProjectRow.owner_id == viewer.id,
+                    ProjectRow.id.in_(member_of),
+                )
+            )
+        if query.kind:
+            stmt = stmt.where(ProjectRow.kind == query.kind.value)
+        if query.owner:
+            stmt = stmt.where(UserRow.name == query.owner)
+        if query.topic:
+            tagged = select(ProjectTopicRow.project_id).where(
+                ProjectTopicRow.topic == query.topic.lower()
+            )
+            stmt = stmt.where(ProjectRow.id.in_(tagged))
+        if query.text:
+            pattern = (
+                "%" + query.text.lower().replace("\\", "").replace("%", "").replace("_", "") + "%"
+            )
+            stmt = stmt.where(
+                or_(
+                    func.lower(ProjectRow.name).like(pattern),
+                    func.lower(ProjectRow.description).like(pattern),
+                )
+            )
+        total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        rows = self.session.scalars(
+            stmt.options(*_PROJECT_LOAD)
+            .order_by(ProjectRow.updated.desc(), ProjectRow.id)
+            .offset((query.page - 1) * query.per_page)
+            .limit(query.per_page)
+        )
+        return [_project(r) for r in rows], total
+
+    def save_project(self, project: Project) -> None:
+        """Insert or update a project with its topics and members."""
+        row = self.session.get(ProjectRow, project.id, options=list(_PROJECT_LOAD))
+        if row is None:
+            row = ProjectRow(
+                id=project.id,
+                owner_id=self._user_id(project.owner),
+                created=project.created,
+                revision_counter=0,
+            )
+            self.session.add(row)
+        row.name = project.name
+        row.kind = project.kind.value
+        row.visibility = project.visibility.value
+        row.licence = project.licence
+        row.description = project.description
+        row.links = [{"project": ln.project, "relation": ln.relation} for ln in project.links]
+        row.updated = project.updated
+        row.topics = [
+            ProjectTopicRow(project_id=project.id, topic=t, position=i)
+            for i, t in enumerate(project.topics)
+        ]
+        row.members = [
+            MemberRow(project_id=project.id, user_id=self._user_id(name), role=role.value)
+            for name, role in project.members.items()
+        ]
+        self.session.flush()
+
+    def delete_project(self, project_id: str) -> None:
+        self.session.execute(delete(ProjectRow).where(ProjectRow.id == project_id))
+
+    def next_revision_number(self, project_id: str) -> int:
+        """Hand out the next number. The UPDATE takes the row's write lock until commit, so
+        concurrent uploads to one project are numbered one after the other."""
+        number = self.session.execute(
+            update(ProjectRow)
+            .where(ProjectRow.id == project_id)
+            .values(revision_counter=ProjectRow.revision_counter + 1)
+            .returning(ProjectRow.revision_counter)
+        ).scalar_one()
+        return int(number)
+
+    def set_revision_counter(self, project_id: str, value: int) -> None:
+        self.session.execute(
+            update(ProjectRow).where(ProjectRow.id == project_id).values(revision_counter=value)
+        )
+
+    # -- revisions -------------------------------------------------------------------------
+    def add_revision(self, revision: Revision) -> None:
+        row = RevisionRow(
+            id=revision.id,
+            project_id=revision.project_id,
+            number=revision.number,
+            parent=revision.parent,
+            message=revision.message,
+            author_id=self._user_id(revision.author),
+            created=revision.created,
+            idempotency_key=revision.idempotency_key,
+            fingerprint=revision.fingerprint,
+            files=[
+                RevisionFileRow(path=f.path, size=f.size, sha256=f.sha256, media_type=f.media_type)
+                for f in revision.files
+            ],
+        )
+        self.session.add(row)
+        self.session.flush()
+
+    def revision(self, project_id: str, number: int) -> Revision | None:
+        row = self.session.scalars(
+            select(RevisionRow)
+            .where(RevisionRow.project_id == project_id, RevisionRow.number == number)
+            .options(selectinload(RevisionRow.files), selectinload(RevisionRow.author))
+        ).one_or_none()
+        return _revision(row) if row else None
+
+    def revision_by_idempotency_key(self, project_id: str, key: str) -> Revision | None:
+        number = self.session.scalar(
+            select(RevisionRow.number).where(
+                RevisionRow.project_id == project_id, RevisionRow.idempotency_key == key
+            )
+        )
+        return None if number is None else self.revision(project_id, number)
+
+    def latest_revision_number(self, project_id: str) -> int | None:
+        return self.session.scalar(
+            select(func.max(RevisionRow.number)).where(RevisionRow.project_id == project_id)
+        )
+
+    def revisions(
+        self, project_id: str, *, page: int = 1, per_page: int = 50
+    ) -> tuple[list[tuple[Revision, int, int]], int]:
+        """Revisions newest first, without their file lists: (revision, file count, total size)."""
+        total = (
+            self.session.scalar(select(func.count()).where(RevisionRow.project_id == project_id))
+            or 0
+        )
+        stats = (
+            select(
+                RevisionFileRow.revision_id,
+                func.count().label("n"),
+                func.coalesce(func.sum(RevisionFileRow.size), 0).label("size"),
+            )
+            .group_by(RevisionFileRow.revision_id)
+            .subquery()
+        )
+        rows = self.session.execute(
+            select(RevisionRow, stats.c.n, stats.c.size)
+            .outerjoin(stats, stats.c.revision_id == RevisionRow.id)
+            .where(RevisionRow.project_id == project_id)
+            .options(selectinload(RevisionRow.author))
+            .order_by(RevisionRow.number.desc())
+            .offset((page - 1) * per_page)
+            .limit(per_page)
+        ).all()
+        out = []
+        for row, n, size in rows:
+            rev = Revision(
+                id=row.id,
+                project_id=row.project_id,
+                number=row.number,
+                parent=row.parent,
+                message=row.message,
+                author=row.author.name,
+                created=row.created,
+                files=[],
+            )
+            out.append((rev, int(n or 0), int(size or 0)))
+        return out, total
+
+    # -- outbox ----------------------------------------------------------------------------
+    def add_event(self, event: Event) -> None:
+        self.session.add(
+            OutboxRow(
+                id=event.id,
+                subject=event.nats_subject,
+                payload=event.to_json().decode(),
+                created=utcnow(),
+                attempts=0,
+            )
+        )
+
+    def pending_events(self, limit: int = 100) -> list[OutboxRow]:
+        stmt = (
+            select(OutboxRow)
+            .where(OutboxRow.published_at.is_(None))
+            .order_by(OutboxRow.seq)
+            .limit(limit)
+        )
+        return list(self.session.scalars(stmt))
+
+    def pending_count(self) -> int:
+        return (
+            self.session.scalar(select(func.count()).where(OutboxRow.published_at.is_(None))) or 0
+        )
+
+    # -- reindex ---------------------------------------------------------------------------
+    def clear(self) -> None:
+        """Empty every index table except the outbox (events not yet published stay)."""
+        for table in (RevisionFileRow, RevisionRow, MemberRow, ProjectTopicRow, ProjectRow):
+            self.session.execute(delete(table))
+        self.session.execute(delete(TokenRow))
+        self.session.execute(delete(UserRow))

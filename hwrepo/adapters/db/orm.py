@@ -1,0 +1,155 @@
+"""SQL tables of the metadata index. The bucket is the truth; `hwrepo reindex` rebuilds these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the index")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON}
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime]
+    tokens: Mapped[list[TokenRow]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", order_by="TokenRow.created"
+    )
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[datetime]
+    user: Mapped[UserRow] = relationship(back_populates="tokens")
+
+
+class ProjectRow(Base):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_projects_owner_name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20), index=True)
+    visibility: Mapped[str] = mapped_column(String(20))
+    licence: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    links: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    created: Mapped[datetime]
+    updated: Mapped[datetime]
+    # Last revision number handed out; bumped under the row lock to number revisions.
+    revision_counter: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[UserRow] = relationship()
+    topics: Mapped[list[ProjectTopicRow]] = relationship(
+        cascade="all, delete-orphan", order_by="ProjectTopicRow.position"
+    )
+    members: Mapped[list[MemberRow]] = relationship(cascade="all, delete-orphan")
+
+
+class ProjectTopicRow(Base):
+    __tablename__ = "project_topics"
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic: Mapped[str] = mapped_column(String(50), primary_key=True, index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MemberRow(Base):
+    __tablename__ = "project_members"
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(20))
+    user: Mapped[UserRow] = relationship()
+
+
+class RevisionRow(Base):
+    __tablename__ = "revisions"
+    __table_args__ = (
+        UniqueConstraint("project_id", "number", name="uq_revisions_project_number"),
+        UniqueConstraint("project_id", "idempotency_key", name="uq_revisions_idempotency"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    parent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    author_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    created: Mapped[datetime]
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    author: Mapped[UserRow] = relationship()
+    files: Mapped[list[RevisionFileRow]] = relationship(
+        cascade="all, delete-orphan", order_by="RevisionFileRow.path"
+    )
+
+
+class RevisionFileRow(Base):
+    __tablename__ = "revision_files"
+    revision_id: Mapped[str] = mapped_column(
+        ForeignKey("revisions.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    media_type: Mapped[str] = mapped_column(String(200))
+
+
+class OutboxRow(Base):
+    """Events written in the same transaction as the change they announce; a relay publishes."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "published_at", "seq"),)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime]
+    published_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

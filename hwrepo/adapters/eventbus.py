@@ -1,0 +1,81 @@
+"""NATS JetStream: the connection, the streams (created idempotently) and publishing."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.errors import NoServersError
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from hwrepo.config import Settings
+from hwrepo.domain.errors import ServiceUnavailable
+from hwrepo.domain.events import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
+
+SERVICE = "NATS JetStream"
+log = logging.getLogger(__name__)
+
+
+def stream_configs(settings: Settings) -> list[StreamConfig]:
+    """Every stream hwrepo uses. Later check kinds add their work queues here."""
+    return [
+        StreamConfig(
+            name=EVENTS_STREAM,
+            description="hwrepo domain events (CloudEvents JSON)",
+            subjects=[f"{EVENTS_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=timedelta(days=90).total_seconds(),
+            duplicate_window=timedelta(minutes=10).total_seconds(),
+            num_replicas=settings.nats_stream_replicas,
+        ),
+    ]
+
+
+async def connect(settings: Settings, *, name: str) -> Client:
+    options: dict[str, Any] = {
+        "servers": settings.nats_servers,
+        "name": name,
+        "connect_timeout": 2,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 1,
+    }
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password
+    if settings.nats_token:
+        options["token"] = settings.nats_token
+    if settings.nats_creds_file:
+        options["user_credentials"] = str(settings.nats_creds_file)
+
+    async def _quiet(exc: Exception) -> None:
+        log.warning("NATS: %s", exc)
+
+    options["error_cb"] = _quiet
+    try:
+        return await nats.connect(**options)
+    except (NoServersError, OSError, NatsError, TimeoutError) as exc:
+        raise ServiceUnavailable(SERVICE, f"{', '.join(settings.nats_servers)}: {exc}") from exc
+
+
+async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
+    for config in stream_configs(settings):
+        try:
+            await js.stream_info(config.name or "")
+        except NotFoundError:
+            await js.add_stream(config)
+        else:
+            await js.update_stream(config)
+
+
+async def publish(js: JetStreamContext, subject: str, payload: bytes, msg_id: str) -> int:
+    """Publish and wait for the stream's ack; returns the stream sequence."""
+    ack = await js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=5)
+    return ack.seq

@@ -1,0 +1,207 @@
+"""S3 object storage through the MinIO SDK: content-addressed blobs, JSON documents, listings.
+
+Object layout (the bucket is the source of truth; see docs/architecture.md):
+  blobs/sha256/<2>/<2>/<sha256>                     file contents, stored once
+  users/<name>.json                                  users and their hashed tokens
+  projects/<project-id>/project.json                 project metadata, members, tombstone
+  projects/<project-id>/revisions/<number>.json      one manifest per revision (10-digit number)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error, ServerError
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from hwrepo.domain.errors import ServiceUnavailable
+
+SERVICE = "S3 object storage"
+T = TypeVar("T")
+CHUNK = 1024 * 1024
+PART_SIZE = 16 * 1024 * 1024
+_MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
+
+
+def blob_key(sha256: str) -> str:
+    return f"blobs/sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def project_key(project_id: str) -> str:
+    return f"projects/{project_id}/project.json"
+
+
+def manifest_key(project_id: str, number: int) -> str:
+    return f"projects/{project_id}/revisions/{number:010d}.json"
+
+
+def user_key(name: str) -> str:
+    return f"users/{name}.json"
+
+
+class ObjectStore:
+    """One per process (a Minio client is thread-safe, not process-safe)."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        access_key: str | None,
+        secret_key: str | None,
+        bucket: str,
+        region: str = "us-east-1",
+        secure: bool = False,
+        timeout_s: float = 10.0,
+    ) -> None:
+        # Few, quick retries: an unreachable store must become a 503 in seconds, not minutes.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(3.0, timeout_s), read=timeout_s * 6),
+            maxsize=16,
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[502, 503, 504]),
+        )
+        self.client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
+        )
+        self.bucket = bucket
+        self.endpoint = endpoint
+
+    # -- error translation -----------------------------------------------------------------
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except S3Error:
+            raise
+        except (Urllib3Error, ServerError, MinioException, OSError) as exc:
+            raise ServiceUnavailable(SERVICE, f"{self.endpoint}: {exc.__class__.__name__}") from exc
+
+    # -- bucket ----------------------------------------------------------------------------
+    def ensure_bucket(self) -> None:
+        def run() -> None:
+            if not self.client.bucket_exists(self.bucket):
+                try:
+                    self.client.make_bucket(self.bucket)
+                except S3Error as exc:
+                    if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                        raise
+
+        self._call(run)
+
+    def ping(self) -> None:
+        if not self._call(lambda: self.client.bucket_exists(self.bucket)):
+            raise ServiceUnavailable(SERVICE, f"bucket {self.bucket!r} does not exist")
+
+    # -- objects ---------------------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        try:
+            self._call(lambda: self.client.stat_object(self.bucket, key))
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                return False
+            raise
+        return True
+
+    def put_file(self, key: str, path: Path, size: int, content_type: str) -> None:
+        with path.open("rb") as fh:
+            self._call(
+                lambda: self.client.put_object(
+                    self.bucket, key, fh, size, content_type=content_type, part_size=PART_SIZE
+                )
+            )
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        self._call(
+            lambda: self.client.put_object(
+                self.bucket, key, io.BytesIO(data), len(data), content_type=content_type
+            )
+        )
+
+    def put_json(self, key: str, document: Any) -> None:
+        data = json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False).encode()
+        self.put_bytes(key, data, "application/json")
+
+    def get_bytes(self, key: str) -> bytes | None:
+        def run() -> bytes | None:
+            try:
+                response = self.client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING:
+                    return None
+                raise
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call(run)
+
+    def get_json(self, key: str) -> Any | None:
+        data = self.get_bytes(key)
+        return None if data is None else json.loads(data)
+
+    def stream(self, key: str, offset: int = 0, length: int = 0) -> Iterator[bytes]:
+        """The object's bytes in chunks; opens the connection before the first chunk is asked for,
+        so a missing object or an unreachable store fails before a response has started."""
+        response = self._call(
+            lambda: self.client.get_object(self.bucket, key, offset=offset, length=length)
+        )
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from response.stream(CHUNK)
+            finally:
+                response.close()
+                response.release_conn()
+
+        return chunks()
+
+    def delete(self, key: str) -> None:
+        self._call(lambda: self.client.remove_object(self.bucket, key))
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        objects = self._call(
+            lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+        )
+        for obj in objects:
+            if obj.object_name is not None:
+                yield obj.object_name
+
+    def presigned_url(self, key: str, filename: str, expires: timedelta) -> str:
+        disposition = f"attachment; filename*=UTF-8''{quote(filename)}"
+        return self._call(
+            lambda: self.client.presigned_get_object(
+                self.bucket,
+                key,
+                expires=expires,
+                response_headers={"response-content-disposition": disposition},
+            )
+        )
+
+    # -- blobs -----------------------------------------------------------------------------
+    def put_blob(self, sha256: str, path: Path, size: int, content_type: str) -> bool:
+        """Store a blob unless it is already there. True when new bytes were written."""
+        key = blob_key(sha256)
+        if self.exists(key):
+            return False
+        self.put_file(key, path, size, content_type)
+        return True
+
+    def stream_blob(self, sha256: str) -> Iterator[bytes]:
+        return self.stream(blob_key(sha256))
+
+
+def from_settings(settings: Any) -> ObjectStore:
+    return ObjectStore(bucket=settings.s3_bucket, timeout_s=settings.s3_timeout_s, **settings.s3)

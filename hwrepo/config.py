@@ -1,0 +1,174 @@
+"""All configuration in one place: environment variables (HWREPO_*) and an optional TOML file.
+
+When no S3 endpoint, NATS URL or database URL is given, `hwrepo up` runs the embedded default:
+a SeaweedFS S3 server, a nats-server and SQLite, all under the data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class EmbeddedPorts(BaseModel):
+    """Ports of the embedded servers (127.0.0.1 only). Change them to run two stacks at once."""
+
+    nats: int = 14222
+    s3: int = 18333
+    s3_grpc: int = 28333
+    master: int = 19333
+    master_grpc: int = 29333
+    volume: int = 19340
+    volume_grpc: int = 29340
+    filer: int = 18888
+    filer_grpc: int = 28888
+    admin: int = 23646
+    admin_grpc: int = 33646
+
+    def named(self) -> dict[str, int]:
+        return self.model_dump()
+
+
+class UploadLimits(BaseModel):
+    max_entries: int = 20_000
+    max_file_size: int = 2 * 1024**3
+    max_total_size: int = 8 * 1024**3
+    max_ratio: float = 200.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HWREPO_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path(".hwrepo")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    public_url: str | None = None
+
+    # Object storage (any S3 server, through the MinIO SDK). None: the embedded SeaweedFS.
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_bucket: str = "hwrepo"
+    s3_region: str = "us-east-1"
+    s3_secure: bool = False
+    s3_timeout_s: float = 10.0
+
+    # Events. None: the embedded nats-server.
+    nats_urls: list[str] | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_token: str | None = None
+    nats_creds_file: Path | None = None
+    nats_stream_replicas: int = 1
+
+    # Metadata index. None: SQLite in the data directory.
+    database_url: str | None = None
+
+    embedded: EmbeddedPorts = Field(default_factory=EmbeddedPorts)
+    upload_limits: UploadLimits = Field(default_factory=UploadLimits)
+    outbox_poll_s: float = 0.5
+    seed_demo_projects: bool = True
+    workers: int = 1
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("HWREPO_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def embedded_s3(self) -> bool:
+        return self.s3_endpoint is None
+
+    @property
+    def embedded_nats(self) -> bool:
+        return self.nats_urls is None
+
+    @property
+    def embedded_db(self) -> bool:
+        return self.database_url is None
+
+    @cached_property
+    def secrets(self) -> dict[str, str]:
+        """Credentials of the embedded S3 server, made once per data directory and kept there."""
+        path = self.data_dir / "secrets.toml"
+        if path.exists():
+            with path.open("rb") as fh:
+                return {k: str(v) for k, v in tomllib.load(fh).items()}
+        values = {
+            "s3_access_key": "hwrepo-" + secrets.token_hex(6),
+            "s3_secret_key": secrets.token_urlsafe(30),
+        }
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.writelines(f'{k} = "{v}"\n' for k, v in values.items())
+        return values
+
+    @property
+    def s3(self) -> dict[str, Any]:
+        """Connection parameters for the MinIO client."""
+        if self.embedded_s3:
+            return {
+                "endpoint": f"127.0.0.1:{self.embedded.s3}",
+                "access_key": self.secrets["s3_access_key"],
+                "secret_key": self.secrets["s3_secret_key"],
+                "secure": False,
+                "region": self.s3_region,
+            }
+        assert self.s3_endpoint is not None
+        endpoint = self.s3_endpoint.removeprefix("http://").removeprefix("https://")
+        return {
+            "endpoint": endpoint.rstrip("/"),
+            "access_key": self.s3_access_key,
+            "secret_key": self.s3_secret_key,
+            "secure": self.s3_secure or self.s3_endpoint.startswith("https://"),
+            "region": self.s3_region,
+        }
+
+    @property
+    def nats_servers(self) -> list[str]:
+        if self.nats_urls is None:
+            return [f"nats://127.0.0.1:{self.embedded.nats}"]
+        return self.nats_urls
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.api_host}:{self.api_port}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

@@ -1,0 +1,38 @@
+"""Request dependencies: the backends of this process and the calling user."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from hwrepo.domain.errors import Unauthenticated
+from hwrepo.domain.model import User
+from hwrepo.service_layer import users
+from hwrepo.service_layer.backends import Backends
+
+
+def get_backends(request: Request) -> Backends:
+    return request.app.state.backends  # type: ignore[no-any-return]
+
+
+async def current_user(
+    request: Request, backends: Annotated[Backends, Depends(get_backends)]
+) -> User | None:
+    """The token's user, or None for an anonymous request. A token that is sent but wrong is
+    an error, never silently anonymous."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer TOKEN'")
+    user = await run_in_threadpool(users.authenticate, backends, token.strip())
+    if user is None:
+        raise Unauthenticated("the API token is not valid (unknown or revoked)")
+    return user
+
+
+BackendsDep = Annotated[Backends, Depends(get_backends)]
+UserDep = Annotated[User | None, Depends(current_user)]

@@ -1,0 +1,100 @@
+"""RFC 9457 problem details for every error the API returns."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hwrepo.adapters.archives import ArchiveRejected
+from hwrepo.domain import errors
+from hwrepo.domain.paths import UnsafePath
+
+log = logging.getLogger(__name__)
+MEDIA_TYPE = "application/problem+json"
+
+_STATUS: dict[type[errors.HwrepoError], int] = {
+    errors.NotFound: 404,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.Conflict: 409,
+    errors.Invalid: 422,
+    errors.TooLarge: 413,
+    errors.ServiceUnavailable: 503,
+}
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    request: Request | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+    body.update({k: v for k, v in extra.items() if v is not None})
+    headers = {"WWW-Authenticate": 'Bearer realm="hwrepo"'} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": "5"}
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if p not in {"body", "query", "path", "header"})
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.HwrepoError)
+    async def _domain(request: Request, exc: errors.HwrepoError) -> JSONResponse:
+        status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 400)
+        if status == 503:
+            log.warning("%s %s: %s", request.method, request.url.path, exc.detail)
+        return problem(status, exc.detail, title=exc.title, request=request, **exc.extra)
+
+    @app.exception_handler(ArchiveRejected)
+    async def _archive(request: Request, exc: ArchiveRejected) -> JSONResponse:
+        return problem(
+            422,
+            str(exc),
+            title="Upload rejected",
+            request=request,
+            entry=exc.entry,
+            archive=exc.archive,
+        )
+
+    @app.exception_handler(UnsafePath)
+    async def _path(request: Request, exc: UnsafePath) -> JSONResponse:
+        return problem(
+            422, f"{exc.path!r}: {exc.reason}", title="Unsafe path", request=request, entry=exc.path
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": _location(tuple(e.get("loc", ()))), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(
+            f"{p['field']}: {p['message']}" if p["field"] else p["message"] for p in problems
+        )
+        return problem(422, detail, title="Invalid request", request=request, errors=problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"there is nothing at {request.url.path}"
+        return problem(exc.status_code, detail, request=request)

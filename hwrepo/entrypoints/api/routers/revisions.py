@@ -1,0 +1,234 @@
+"""/api/v1/projects/{owner}/{name}/revisions: upload, list, read, download."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+
+from hwrepo.adapters.archives import ArchiveLimits, StagingArea
+from hwrepo.domain.errors import Invalid, NotFound, TooLarge
+from hwrepo.domain.paths import normalise_relpath
+from hwrepo.entrypoints.api.deps import BackendsDep, UserDep
+from hwrepo.entrypoints.api.schemas import (
+    ChecksOut,
+    RevisionBrief,
+    RevisionOut,
+    RevisionPage,
+)
+from hwrepo.metrics import BLOB_BYTES, REVISIONS
+from hwrepo.service_layer import revisions
+
+router = APIRouter(prefix="/api/v1/projects/{owner}/{name}/revisions", tags=["revisions"])
+
+UPLOAD_DOC = """Create a revision from a multipart upload.
+
+Fields: `files` (repeated; each part's filename is the file's relative path, e.g.
+`-F "files=@top.v;filename=rtl/top.v"`), `archive` (repeated; .zip, .tar, .tar.gz),
+`directory` (target directory for this upload's files and archives), `message`, and `base`
+(a revision number whose files are carried over, the upload overlaying them).
+Send `Idempotency-Key` to make a retry return the revision the first attempt created."""
+
+
+def _staging_limits(backends: BackendsDep) -> ArchiveLimits:
+    return ArchiveLimits(**backends.settings.upload_limits.model_dump())
+
+
+def _stage(form: FormData, staging: StagingArea, directory: str) -> None:
+    for field, value in form.multi_items():
+        if not isinstance(value, UploadFile):
+            continue
+        if field == "files":
+            if not value.filename:
+                raise Invalid("a 'files' part has no filename: the filename is the file's path")
+            staging.add_file(value.filename, value.file, base=directory)
+        elif field == "archive":
+            staging.add_archive(value.filename or "archive", value.file, base=directory)
+        else:
+            raise Invalid(f"unknown file field {field!r}: use 'files' or 'archive'")
+
+
+def _int_field(form: FormData, name: str) -> int | None:
+    raw = form.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(str(raw))
+    except ValueError as exc:
+        raise Invalid(f"field {name!r} must be a revision number, not {raw!r}") from exc
+
+
+@router.post("", status_code=201, response_model=RevisionOut, description=UPLOAD_DOC)
+async def create_revision(
+    owner: str,
+    name: str,
+    request: Request,
+    response: Response,
+    backends: BackendsDep,
+    user: UserDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> RevisionOut:
+    await run_in_threadpool(revisions.authorize_upload, backends, user, owner, name)
+    limits = _staging_limits(backends)
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limits.max_total_size * 1.05 + 2**20:
+        raise TooLarge(f"the upload is {int(length)} bytes; the limit is {limits.max_total_size}")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise Invalid("send the revision as multipart/form-data ('files' and/or 'archive' parts)")
+    workdir = Path(tempfile.mkdtemp(prefix="hwrepo-upload-"))
+    try:
+        async with request.form(
+            max_files=limits.max_entries, max_fields=100, max_part_size=1024 * 1024
+        ) as form:
+            message = str(form.get("message") or "")
+            directory = str(form.get("directory") or "").strip("/")
+            if directory:
+                directory = normalise_relpath(directory)
+            base = _int_field(form, "base")
+            staging = StagingArea(workdir, limits)
+            await run_in_threadpool(_stage, form, staging, directory)
+        outcome = await run_in_threadpool(
+            lambda: revisions.create_revision(
+                backends,
+                user,
+                owner,
+                name,
+                staging,
+                message=message,
+                idempotency_key=idempotency_key,
+                base=base,
+            )
+        )
+    finally:
+        await run_in_threadpool(shutil.rmtree, workdir, True)
+    body = RevisionOut.of(outcome.project, outcome.revision)
+    body.created_now = outcome.created
+    body.new_bytes = outcome.new_bytes
+    response.headers["Location"] = body.url
+    if outcome.created:
+        REVISIONS.inc()
+        BLOB_BYTES.inc(outcome.new_bytes)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    return body
+
+
+@router.get("", response_model=RevisionPage)
+async def list_revisions(
+    owner: str,
+    name: str,
+    backends: BackendsDep,
+    user: UserDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> RevisionPage:
+    project, items, total = await run_in_threadpool(
+        revisions.list_revisions, backends, user, owner, name, page, per_page
+    )
+    return RevisionPage(
+        items=[
+            RevisionBrief(
+                id=s.revision.id,
+                project=project.full_name,
+                number=s.revision.number,
+                parent=s.revision.parent,
+                message=s.revision.message,
+                author=s.revision.author,
+                created=s.revision.created,
+                file_count=s.files,
+                total_size=s.total_size,
+                url=f"/api/v1/projects/{project.full_name}/revisions/{s.revision.number}",
+            )
+            for s in items
+        ],
+        page=page,
+        per_page=per_page,
+        total=total,
+    )
+
+
+@router.get("/{number}", response_model=RevisionOut)
+async def get_revision(
+    owner: str, name: str, number: int, backends: BackendsDep, user: UserDep
+) -> RevisionOut:
+    project, revision = await run_in_threadpool(
+        revisions.get_revision, backends, user, owner, name, number
+    )
+    return RevisionOut.of(project, revision)
+
+
+@router.get("/{number}/files/{path:path}", response_model=None)
+async def download_file(
+    owner: str,
+    name: str,
+    number: int,
+    path: str,
+    request: Request,
+    backends: BackendsDep,
+    user: UserDep,
+    via: Annotated[
+        Literal["stream", "presigned"],
+        Query(description="'presigned': redirect to a short-lived S3 URL instead of streaming"),
+    ] = "stream",
+) -> Response:
+    entry = await run_in_threadpool(revisions.get_file, backends, user, owner, name, number, path)
+    etag = f'"{entry.sha256}"'
+    if via == "presigned":
+        url = await run_in_threadpool(revisions.file_url, backends, entry, timedelta(minutes=15))
+        return RedirectResponse(url, status_code=307)
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    chunks = await run_in_threadpool(revisions.file_chunks, backends, entry)
+    filename = entry.path.rsplit("/", 1)[-1]
+    return StreamingResponse(
+        chunks,
+        media_type=entry.media_type,
+        headers={
+            "Content-Length": str(entry.size),
+            "ETag": etag,
+            "Cache-Control": "private, max-age=31536000, immutable",
+            "Content-Disposition": f"inline; filename*=UTF-8''{quote(filename)}",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@router.get("/{number}/archive.zip", response_model=None)
+async def download_archive(
+    owner: str, name: str, number: int, backends: BackendsDep, user: UserDep
+) -> StreamingResponse:
+    project, revision = await run_in_threadpool(
+        revisions.get_revision, backends, user, owner, name, number
+    )
+    root = f"{project.name}-r{revision.number}"
+    chunks = await run_in_threadpool(revisions.archive_chunks, backends, revision, root)
+    return StreamingResponse(
+        chunks,
+        media_type="application/zip",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(root)}.zip"},
+    )
+
+
+@router.get("/{number}/checks", response_model=ChecksOut)
+async def list_checks(
+    owner: str, name: str, number: int, backends: BackendsDep, user: UserDep
+) -> ChecksOut:
+    await run_in_threadpool(revisions.get_revision, backends, user, owner, name, number)
+    # No check kinds are registered yet: a revision with no checks is a success.
+    return ChecksOut(state="success", checks=[])
+
+
+@router.get("/{number}/checks/{check_id}", response_model=None)
+async def get_check(
+    owner: str, name: str, number: int, check_id: str, backends: BackendsDep, user: UserDep
+) -> Response:
+    await run_in_threadpool(revisions.get_revision, backends, user, owner, name, number)
+    raise NotFound(f"revision {number} of {owner}/{name} has no check {check_id!r}")

@@ -1,0 +1,168 @@
+"""The `hwrepo` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hwrepo.config import Settings, load_settings
+from hwrepo.domain.errors import HwrepoError
+from hwrepo.entrypoints import embedded
+from hwrepo.service_layer import bootstrap
+from hwrepo.service_layer import reindex as reindexing
+from hwrepo.service_layer import users as users_service
+from hwrepo.service_layer.backends import Backends
+
+app = typer.Typer(
+    pretty_exceptions_enable=False,
+    help="hwrepo: an event-driven repository for open hardware.",
+    no_args_is_help=True,
+)
+users_app = typer.Typer(pretty_exceptions_enable=False, help="Manage users.", no_args_is_help=True)
+tokens_app = typer.Typer(
+    pretty_exceptions_enable=False, help="Manage API tokens.", no_args_is_help=True
+)
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (default ./.hwrepo; env HWREPO_DATA_DIR)"),
+]
+
+
+def _settings(data_dir: Path | None, **extra: object) -> Settings:
+    return load_settings(data_dir=data_dir, **extra)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def _backends(settings: Settings) -> Iterator[Backends]:
+    """Backends for a one-off command. When the embedded S3 server is not running (no `hwrepo up`),
+    it is started for the duration of the command."""
+    started = []
+    try:
+        if settings.embedded_s3 and not embedded.answers(settings.embedded.s3):
+            server = next(
+                s
+                for s in embedded.embedded_servers(settings)
+                if s.ready_port == settings.embedded.s3
+            )
+            embedded.check_ports(
+                {k: v for k, v in embedded.embedded_ports(settings).items() if "S3" in k},
+                "set HWREPO_EMBEDDED__<NAME>=PORT",
+            )
+            server.start()
+            started.append(server)
+        backends = Backends.from_settings(settings)
+        bootstrap.ensure_bucket(backends)
+        try:
+            yield backends
+        finally:
+            backends.close()
+    except HwrepoError as exc:
+        _fail(exc.detail)
+    except (embedded.StartFailed, embedded.PortInUse) as exc:
+        _fail(str(exc))
+    finally:
+        for server in started:
+            server.stop()
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None,
+    port: Annotated[int | None, typer.Option(help="API port (default 8080)")] = None,
+    host: Annotated[str | None, typer.Option(help="API address (default 127.0.0.1)")] = None,
+    seed: Annotated[bool, typer.Option(help="Publish designs/ into an empty repository")] = True,
+) -> None:
+    """Run the whole system: embedded servers (unless external ones are configured) and the API."""
+    from hwrepo.entrypoints.supervisor import Supervisor
+
+    settings = _settings(data_dir, api_port=port, api_host=host, seed_demo_projects=seed)
+    raise typer.Exit(Supervisor(settings).run())
+
+
+@app.command()
+def api(data_dir: DataDir = None) -> None:
+    """Run only the API server (with its outbox relay) against configured services."""
+    import uvicorn
+
+    from hwrepo.entrypoints.api.app import create_app
+
+    settings = _settings(data_dir)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
+
+
+@users_app.command("create")
+def users_create(
+    name: str,
+    admin: Annotated[bool, typer.Option("--admin", help="Site administrator")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a user."""
+    with _backends(_settings(data_dir)) as backends:
+        try:
+            user = users_service.create_user(backends, name, admin=admin)
+        except HwrepoError as exc:
+            _fail(exc.detail)
+    typer.echo(f"created user {user.name}{' (admin)' if user.admin else ''}", err=True)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: str,
+    token_name: Annotated[str, typer.Option("--name", help="A label for the token")] = "cli",
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API token for user NAME and print it (alone on its line, on stdout)."""
+    with _backends(_settings(data_dir)) as backends:
+        try:
+            token = users_service.create_token(backends, name, token_name)
+        except HwrepoError as exc:
+            _fail(exc.detail)
+    sys.stdout.write(token + "\n")
+
+
+@app.command()
+def reindex(data_dir: DataDir = None) -> None:
+    """Rebuild the metadata index from the manifests in S3."""
+    with _backends(_settings(data_dir)) as backends:
+        report = reindexing.reindex(backends)
+    typer.echo(
+        f"reindexed {report.users} users, {report.projects} projects, "
+        f"{report.revisions} revisions ({report.skipped} skipped)"
+    )
+
+
+@app.command()
+def streams(data_dir: DataDir = None) -> None:
+    """Create or update the JetStream streams (done by `hwrepo up` too)."""
+    try:
+        asyncio.run(bootstrap.ensure_streams(_settings(data_dir)))
+    except HwrepoError as exc:
+        _fail(exc.detail)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,253 @@
+"""The embedded default's servers: a nats-server and a SeaweedFS S3 server (`weed mini`), each a
+child process bound to 127.0.0.1 with its data under the data directory.
+
+Used by `hwrepo up` and by the test fixtures, so the tests run exactly what users run.
+The configuration templates live in services/.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hwrepo.config import EmbeddedPorts, Settings
+
+SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
+PR_SET_PDEATHSIG = 1
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
+class StartFailed(RuntimeError):
+    pass
+
+
+def tool(name: str) -> str:
+    """A binary installed by a pip package into this virtual environment, else from PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise StartFailed(f"{name} is not installed: run the README's install command first")
+    return found
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def check_ports(ports: dict[str, int], hint: str) -> None:
+    busy = [f"{port} ({what})" for what, port in ports.items() if not port_free(port)]
+    if busy:
+        raise PortInUse(
+            f"port{'s' if len(busy) > 1 else ''} {', '.join(busy)} already in use on 127.0.0.1. "
+            f"Stop what is using {'them' if len(busy) > 1 else 'it'}, or {hint}"
+        )
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel says are free now (for tests)."""
+    socks, ports = [], []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def answers(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Server:
+    """One child process with its log file."""
+
+    name: str
+    argv: list[str]
+    ready_port: int
+    log_path: Path
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self, timeout_s: float = 60) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches the supervisor, which stops us in order
+                preexec_fn=_die_with_parent,
+                env=None if self.env is None else {**os.environ, **self.env},
+            )
+        deadline = time.monotonic() + timeout_s
+        while not answers(self.ready_port):
+            if self.process.poll() is not None:
+                raise StartFailed(
+                    f"{self.name} exited with code {self.process.returncode} while starting; "
+                    f"last lines of {self.log_path}:\n{tail(self.log_path)}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise StartFailed(f"{self.name} did not answer on port {self.ready_port}")
+            time.sleep(0.1)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        """Stop abruptly (tests of an unreachable service)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies, however it dies, so no
+    server outlives a supervisor that was killed."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _template(name: str, **values: object) -> str:
+    text = (SERVICES_DIR / name).read_text()
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", str(value))
+    return text
+
+
+def _private_file(path: Path, content: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(content)
+    return path
+
+
+def nats_server(data_dir: Path, port: int) -> Server:
+    conf = _private_file(
+        data_dir / "nats" / "nats-server.conf",
+        _template("nats-server.conf", port=port, store_dir=(data_dir / "nats").resolve()),
+    )
+    return Server(
+        name="nats-server",
+        argv=[tool("nats-server"), "-c", str(conf)],
+        ready_port=port,
+        log_path=data_dir / "logs" / "nats-server.log",
+    )
+
+
+def s3_server(data_dir: Path, ports: EmbeddedPorts, access_key: str, secret_key: str) -> Server:
+    store = (data_dir / "s3").resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    identities = _private_file(
+        data_dir / "s3-identities.json",
+        _template("s3-identities.json", access_key=access_key, secret_key=secret_key),
+    )
+    argv = [
+        tool("weed"),
+        "mini",
+        f"-dir={store}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-s3.config={identities.resolve()}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.port={ports.s3}",
+        f"-s3.port.grpc={ports.s3_grpc}",
+        f"-master.port={ports.master}",
+        f"-master.port.grpc={ports.master_grpc}",
+        f"-volume.port={ports.volume}",
+        f"-volume.port.grpc={ports.volume_grpc}",
+        f"-filer.port={ports.filer}",
+        f"-filer.port.grpc={ports.filer_grpc}",
+        f"-admin.port={ports.admin}",
+        f"-admin.port.grpc={ports.admin_grpc}",
+        "-volume.max=0",
+    ]
+    return Server(
+        name="S3 server (SeaweedFS)",
+        argv=argv,
+        ready_port=ports.s3,
+        log_path=data_dir / "logs" / "s3.log",
+    )
+
+
+def embedded_servers(settings: Settings) -> list[Server]:
+    """The servers this configuration needs started locally (none when all are external)."""
+    servers = []
+    data_dir = settings.data_dir
+    if settings.embedded_nats:
+        servers.append(nats_server(data_dir, settings.embedded.nats))
+    if settings.embedded_s3:
+        servers.append(
+            s3_server(
+                data_dir,
+                settings.embedded,
+                settings.secrets["s3_access_key"],
+                settings.secrets["s3_secret_key"],
+            )
+        )
+    return servers
+
+
+def embedded_ports(settings: Settings) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    if settings.embedded_nats:
+        ports["embedded NATS"] = settings.embedded.nats
+    if settings.embedded_s3:
+        ports.update(
+            {f"embedded S3 {k}": v for k, v in settings.embedded.named().items() if k != "nats"}
+        )
+    return ports

@@ -1,0 +1,103 @@
+"""`hwrepo up`: start the embedded servers (when no external ones are configured), prepare the
+bucket, the streams and the index, seed the demo projects, then run the API and keep every
+child alive until Ctrl-C, which stops them all in reverse order."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from hwrepo.config import Settings
+from hwrepo.entrypoints import embedded
+from hwrepo.entrypoints.embedded import Server
+from hwrepo.service_layer import bootstrap
+
+log = logging.getLogger("hwrepo.up")
+
+
+def _api_server(settings: Settings) -> Server:
+    return Server(
+        name="API",
+        argv=[sys.executable, "-m", "hwrepo.entrypoints.cli", "api"],
+        ready_port=settings.api_port,
+        log_path=settings.data_dir / "logs" / "api.log",
+        # The child reads the same configuration; what came from the command line goes by env.
+        env={
+            "HWREPO_DATA_DIR": str(Path(settings.data_dir).resolve()),
+            "HWREPO_API_PORT": str(settings.api_port),
+            "HWREPO_API_HOST": settings.api_host,
+        },
+    )
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.servers: list[Server] = []
+        self.stopping = threading.Event()
+
+    def _handle_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping.set()
+
+    def run(self) -> int:
+        settings = self.settings
+        ports = {"API": settings.api_port, **embedded.embedded_ports(settings)}
+        signal.signal(signal.SIGINT, self._handle_signal)
+        signal.signal(signal.SIGTERM, self._handle_signal)
+        try:
+            embedded.check_ports(
+                ports,
+                "choose other ports: --port for the API, HWREPO_EMBEDDED__<NAME>=PORT for the "
+                "embedded servers (see the README)",
+            )
+            for server in embedded.embedded_servers(settings):
+                print(f"starting {server.name} (log: {server.log_path})", flush=True)
+                server.start()
+                self.servers.append(server)
+            print("preparing the bucket, the event streams and the index", flush=True)
+            seeded = bootstrap.prepare(settings, seed=settings.seed_demo_projects)
+            if seeded:
+                print(f"published {seeded} demo project(s) from designs/", flush=True)
+            api = _api_server(settings)
+            api.start()
+            self.servers.append(api)
+            print(f"hwrepo is running: {settings.base_url}/  (API docs: {settings.base_url}/docs)")
+            print(f"data: {Path(settings.data_dir).resolve()}   logs: {settings.data_dir}/logs")
+            print("press Ctrl-C to stop", flush=True)
+            self._watch()
+        except (embedded.StartFailed, embedded.PortInUse) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            self.stop()
+        return 0
+
+    def _watch(self) -> None:
+        restarts: dict[str, list[float]] = {}
+        while not self.stopping.wait(0.5):
+            for server in self.servers:
+                if server.alive():
+                    continue
+                recent = [t for t in restarts.get(server.name, []) if time.monotonic() - t < 60]
+                if len(recent) >= 5:
+                    raise embedded.StartFailed(
+                        f"{server.name} keeps exiting; see {server.log_path}:\n"
+                        f"{embedded.tail(server.log_path)}"
+                    )
+                code = server.process.returncode if server.process else None
+                print(f"{server.name} exited (code {code}); restarting", file=sys.stderr)
+                recent.append(time.monotonic())
+                restarts[server.name] = recent
+                server.start()
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            if server.alive():
+                print(f"stopping {server.name}", flush=True)
+            server.stop()
+        self.servers.clear()

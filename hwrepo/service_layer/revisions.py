@@ -1,0 +1,249 @@
+"""Revisions: immutable, numbered snapshots of a project's files, stored by content.
+
+Creating one is ordered so that nothing is ever half-written:
+  1. every file's bytes go to the bucket under their SHA-256 (already-stored content is skipped);
+  2. in one database transaction: number the revision under the project's row lock, index it,
+     queue `revision.created` in the outbox, and write its manifest to the bucket;
+  3. commit. If the commit fails the manifest is removed again; orphan blobs are harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from stat import S_IFREG
+
+from stream_zip import ZIP_AUTO, stream_zip
+
+from hwrepo.adapters.archives import StagedFile, StagingArea
+from hwrepo.adapters.objectstore import blob_key, manifest_key
+from hwrepo.domain import events
+from hwrepo.domain.documents import manifest_document
+from hwrepo.domain.errors import Conflict, Invalid, NotFound
+from hwrepo.domain.media import media_type
+from hwrepo.domain.model import FileEntry, Project, Revision, Role, User, utcnow
+from hwrepo.service_layer.backends import Backends
+from hwrepo.service_layer.projects import require_role, visible_project
+
+
+@dataclass(frozen=True)
+class RevisionSummary:
+    revision: Revision
+    files: int
+    total_size: int
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    project: Project
+    revision: Revision
+    created: bool  # False: an Idempotency-Key matched an earlier upload
+    new_bytes: int  # bytes that were not in the bucket before
+
+
+def _fingerprint(files: list[FileEntry], message: str, base: int | None) -> str:
+    body = json.dumps(
+        {"files": sorted((f.path, f.sha256) for f in files), "message": message, "base": base}
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _replay(project: Project, existing: Revision, fingerprint: str, key: str) -> UploadOutcome:
+    if existing.fingerprint != fingerprint:
+        raise Conflict(
+            f"Idempotency-Key {key!r} was already used for revision {existing.number} "
+            "with different files or message; use a new key for a new upload"
+        )
+    return UploadOutcome(project, existing, created=False, new_bytes=0)
+
+
+def create_revision(
+    backends: Backends,
+    actor: User | None,
+    owner: str,
+    name: str,
+    staging: StagingArea,
+    *,
+    message: str = "",
+    idempotency_key: str | None = None,
+    base: int | None = None,
+) -> UploadOutcome:
+    with backends.reading() as index:
+        project = visible_project(index, actor, owner, name)
+        author = require_role(project, actor, Role.MAINTAINER, "uploading a revision")
+        inherited: list[FileEntry] = []
+        if base is not None:
+            base_revision = index.revision(project.id, base)
+            if base_revision is None:
+                raise Invalid(f"base revision {base} does not exist in {project.full_name}")
+            inherited = base_revision.files
+
+    files = _merge(inherited, staging.files)
+    if not files:
+        raise Invalid("a revision needs at least one file: send 'files' or 'archive' fields")
+    fingerprint = _fingerprint(files, message, base)
+    if idempotency_key is not None:
+        with backends.reading() as index:
+            existing = index.revision_by_idempotency_key(project.id, idempotency_key)
+        if existing is not None:
+            return _replay(project, existing, fingerprint, idempotency_key)
+
+    new_bytes = 0
+    for staged in staging.files:
+        if backends.store.put_blob(
+            staged.sha256, staged.local_path, staged.size, media_type(staged.path)
+        ):
+            new_bytes += staged.size
+
+    manifest: str | None = None
+    try:
+        with backends.writing() as index:
+            locked = index.project(owner, name, for_update=True)
+            if locked is None or locked.id != project.id:
+                raise NotFound(f"project {owner}/{name} was deleted during the upload")
+            if idempotency_key is not None:
+                existing = index.revision_by_idempotency_key(project.id, idempotency_key)
+                if existing is not None:
+                    return _replay(project, existing, fingerprint, idempotency_key)
+            number = index.next_revision_number(project.id)
+            revision = Revision(
+                id=str(uuid.uuid4()),
+                project_id=project.id,
+                number=number,
+                parent=base if base is not None else (number - 1 if number > 1 else None),
+                message=message,
+                author=author.name,
+                created=utcnow(),
+                files=files,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+            )
+            index.add_revision(revision)
+            index.add_event(_created_event(locked, revision))
+            manifest = manifest_key(project.id, number)
+            backends.store.put_json(manifest, manifest_document(revision, locked))
+    except BaseException:
+        if manifest is not None:
+            _forget_manifest(backends, manifest)
+        raise
+    return UploadOutcome(locked, revision, created=True, new_bytes=new_bytes)
+
+
+def _forget_manifest(backends: Backends, key: str) -> None:
+    # Best effort: the store may be what failed; reindex would treat a lone manifest as stored.
+    with contextlib.suppress(Exception):
+        backends.store.delete(key)
+
+
+def _merge(inherited: list[FileEntry], staged: list[StagedFile]) -> list[FileEntry]:
+    by_path = {f.path: f for f in inherited}
+    for s in staged:
+        by_path[s.path] = FileEntry(s.path, s.size, s.sha256, media_type(s.path))
+    _check_no_file_directory_clash(by_path)
+    return [by_path[p] for p in sorted(by_path)]
+
+
+def _check_no_file_directory_clash(by_path: dict[str, FileEntry]) -> None:
+    for path in by_path:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix in by_path:
+                raise Invalid(
+                    f"{prefix!r} is both a file and a directory in this revision "
+                    f"(because of {path!r})"
+                )
+
+
+def _created_event(project: Project, revision: Revision) -> events.Event:
+    data = events.RevisionCreated(
+        project_id=project.id,
+        owner=project.owner,
+        name=project.name,
+        number=revision.number,
+        revision_id=revision.id,
+        parent=revision.parent,
+        author=revision.author,
+        message=revision.message,
+        files=len(revision.files),
+        total_size=revision.total_size,
+        manifest=manifest_key(project.id, revision.number),
+    )
+    return events.make_event(
+        data,
+        id=events.event_id("revision.created", revision.id),
+        project=project.full_name,
+        project_id=project.id,
+        revision=revision.number,
+    )
+
+
+# -- reading ------------------------------------------------------------------------------
+def list_revisions(
+    backends: Backends, actor: User | None, owner: str, name: str, page: int, per_page: int
+) -> tuple[Project, list[RevisionSummary], int]:
+    with backends.reading() as index:
+        project = visible_project(index, actor, owner, name)
+        rows, total = index.revisions(project.id, page=page, per_page=per_page)
+    return project, [RevisionSummary(r, n, size) for r, n, size in rows], total
+
+
+def get_revision(
+    backends: Backends, actor: User | None, owner: str, name: str, number: int
+) -> tuple[Project, Revision]:
+    with backends.reading() as index:
+        project = visible_project(index, actor, owner, name)
+        revision = index.revision(project.id, number)
+    if revision is None:
+        raise NotFound(f"{project.full_name} has no revision {number}")
+    return project, revision
+
+
+def get_file(
+    backends: Backends, actor: User | None, owner: str, name: str, number: int, path: str
+) -> FileEntry:
+    project, revision = get_revision(backends, actor, owner, name, number)
+    entry = revision.file(path)
+    if entry is None:
+        raise NotFound(f"revision {number} of {project.full_name} has no file {path!r}")
+    return entry
+
+
+def file_chunks(backends: Backends, entry: FileEntry) -> Iterator[bytes]:
+    return backends.store.stream_blob(entry.sha256)
+
+
+def file_url(backends: Backends, entry: FileEntry, expires: timedelta) -> str:
+    return backends.store.presigned_url(
+        blob_key(entry.sha256), entry.path.rsplit("/", 1)[-1], expires
+    )
+
+
+def archive_chunks(backends: Backends, revision: Revision, root: str) -> Iterator[bytes]:
+    """The revision as a zip, streamed: each blob is read from the bucket as it is written."""
+    backends.store.ping()  # fail with 503 before the response starts, not halfway through
+
+    def members() -> Iterator[tuple[str, object, int, object, Iterator[bytes]]]:
+        for entry in revision.files:
+            yield (
+                f"{root}/{entry.path}",
+                revision.created,
+                S_IFREG | 0o644,
+                ZIP_AUTO(entry.size),
+                backends.store.stream_blob(entry.sha256),
+            )
+
+    return iter(stream_zip(members()))  # type: ignore[arg-type]
+
+
+def authorize_upload(backends: Backends, actor: User | None, owner: str, name: str) -> Project:
+    """Checked before the request body is read, so nobody streams a gigabyte only to be told no."""
+    with backends.reading() as index:
+        project = visible_project(index, actor, owner, name)
+    require_role(project, actor, Role.MAINTAINER, "uploading a revision")
+    return project
