@@ -1,0 +1,179 @@
+"""The one interface every check kind implements, and the records that cross it.
+
+A kind is a class with a `name`, a `plan()` that turns a revision's file list into jobs (pure:
+it may read small files of the revision, never run tools), and a `run()` that executes one job in
+a workspace and turns the tool's output into a `CheckResult`. The planner, the worker loop, the
+queue, the storage and the API never grow a branch per kind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from hwrepo.domain.model import FileEntry
+
+FinalState = Literal["passed", "failed", "errored", "timed_out", "cancelled"]
+
+
+class RevisionFiles(Protocol):
+    """What a planner sees of a revision."""
+
+    project: str  # "owner/name"
+    project_id: str
+    number: int
+    revision_id: str
+    files: list[FileEntry]
+
+    def read(self, path: str) -> bytes:
+        """The bytes of one file of the revision (fetched from the bucket, cached)."""
+        ...
+
+
+@dataclass
+class PlannedJob:
+    """One job a kind wants run for a revision.
+
+    `name` is unique within the kind for the revision and tells a person which job it is
+    (e.g. "tests/test_counter.py · icarus"). `params` is JSON-serialisable and kind-specific.
+    `inputs`: the revision paths the job needs (None: all files). `detected`: what the planner
+    found and why (shown in the API). A job with `error` set is not run: its check ends `errored`
+    with that message at once (e.g. an invalid hwrepo.toml, naming the key and what was expected).
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: list[str] | None = None
+    timeout_s: float = 900.0
+    detected: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Waiver(BaseModel):
+    """A project's decision about violations: waive them (they stay visible, marked waived, and
+    do not fail the check), or override their severity. Applies to the violations of `kind`
+    ("*" for every kind) with this `type` and, if `items` is non-empty, only to violations that
+    involve one of these item uuids (lint: "file:line" strings)."""
+
+    id: str
+    kind: str = "*"
+    type: str
+    items: list[str] = Field(default_factory=list)
+    severity: str | None = None  # set: a severity override instead of a waiver
+    reason: str
+    author: str
+    created: str
+
+
+class Job(BaseModel):
+    """What a worker receives on the work queue."""
+
+    check_id: str
+    run: int = 1
+    kind: str
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[FileEntry]
+    timeout_s: float = 900.0
+    project: str
+    project_id: str
+    revision: int
+    revision_id: str
+    waivers: list[Waiver] = Field(default_factory=list)
+
+    @property
+    def job_id(self) -> str:
+        return f"{self.check_id}.{self.run}"
+
+
+@dataclass
+class Artifact:
+    """A file a job produced, stored with the result (`name` is its path under the result)."""
+
+    name: str
+    path: Path
+    media_type: str
+    description: str = ""
+
+
+@dataclass
+class CheckResult:
+    state: FinalState
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+
+
+@dataclass
+class Workspace:
+    """A job's private directories. `src` holds the job's inputs at their revision paths; `out`
+    is where artifacts go; `tmp` is scratch; `cache` is shared by all jobs of the kind on this
+    worker and survives them (environments, build caches). `log` collects the job's log."""
+
+    root: Path
+    cache: Path
+
+    @property
+    def src(self) -> Path:
+        return self.root / "src"
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def log(self) -> Path:
+        return self.out / "log.txt"
+
+    def create(self) -> Workspace:
+        for d in (self.src, self.out, self.tmp, self.cache):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    @classmethod
+    def from_directory(
+        cls, root: Path, cache: Path, files: dict[str, Path] | None = None
+    ) -> Workspace:
+        """A workspace whose src is filled from local files (tests, benchmarks)."""
+        ws = cls(root=root, cache=cache).create()
+        for rel, path in (files or {}).items():
+            target = ws.src / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        return ws
+
+
+class CheckKind(ABC):
+    """Subclass, set `name`, implement `plan` and `run`, and add the class to registry.KINDS."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def available(self) -> str | None:
+        """None when this machine can run the kind; else why not (a missing tool). Workers only
+        take jobs of available kinds."""
+        return None
+
+    @abstractmethod
+    def plan(self, revision: RevisionFiles) -> list[PlannedJob]: ...
+
+    @abstractmethod
+    def run(self, job: Job, ws: Workspace, heartbeat: Callable[[], None]) -> CheckResult:
+        """Run one job. Blocking; called in a worker thread. Call `heartbeat()` at least every
+        few seconds during long steps is NOT needed: the worker keeps the job alive on its own;
+        `heartbeat` exists for kinds that want to report progress. Never raise for a tool's
+        failure: return `errored` with the tool's message. Honour `job.timeout_s` (return
+        `timed_out`)."""

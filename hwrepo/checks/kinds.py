@@ -1,0 +1,1 @@
+"""The modules that define check kinds. Importing this module registers them all."""
