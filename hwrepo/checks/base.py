@@ -177,3 +177,55 @@ class CheckKind(ABC):
         `heartbeat` exists for kinds that want to report progress. Never raise for a tool's
         failure: return `errored` with the tool's message. Honour `job.timeout_s` (return
         `timed_out`)."""
+
+
+@dataclass
+class LocalRevision:
+    """A revision made from a local directory (tests, benchmarks, a future local CLI run)."""
+
+    root: Path
+    project: str = "local/design"
+    project_id: str = "local"
+    number: int = 1
+    revision_id: str = "local-1"
+    files: list[FileEntry] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            import hashlib
+
+            from hwrepo.domain.media import media_type
+
+            for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+                rel = path.relative_to(self.root).as_posix()
+                if "__pycache__" in rel:
+                    continue
+                data = path.read_bytes()
+                self.files.append(
+                    FileEntry(rel, len(data), hashlib.sha256(data).hexdigest(), media_type(rel))
+                )
+
+    def read(self, path: str) -> bytes:
+        return (self.root / path).read_bytes()
+
+    def job(self, planned: PlannedJob, kind: str, check_id: str = "local-check") -> Job:
+        """The Job a planner would queue for `planned`."""
+        wanted = set(planned.inputs) if planned.inputs is not None else None
+        return Job(
+            check_id=check_id,
+            kind=kind,
+            name=planned.name,
+            params=planned.params,
+            inputs=[f for f in self.files if wanted is None or f.path in wanted],
+            timeout_s=planned.timeout_s,
+            project=self.project,
+            project_id=self.project_id,
+            revision=self.number,
+            revision_id=self.revision_id,
+        )
+
+    def workspace(self, job: Job, root: Path, cache: Path) -> Workspace:
+        """A workspace whose src holds the job's inputs, as a worker would lay it out."""
+        return Workspace.from_directory(
+            root, cache, {f.path: self.root / f.path for f in job.inputs}
+        )
