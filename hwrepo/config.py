@@ -84,7 +84,13 @@ class Settings(BaseSettings):
     upload_limits: UploadLimits = Field(default_factory=UploadLimits)
     outbox_poll_s: float = 0.5
     seed_demo_projects: bool = True
+
+    # Check workers (`hwrepo worker`; `hwrepo up` starts `workers` of them).
     workers: int = 1
+    worker_concurrency: int = 1  # jobs one worker process runs at once (per kind)
+    worker_kinds: list[str] | None = None  # None: every kind this machine can run
+    job_max_attempts: int = 3  # deliveries of a job before it ends errored
+    cancel_superseded: bool = True  # a newer revision cancels an older one's queued jobs
 
     @classmethod
     def settings_customise_sources(

@@ -11,12 +11,21 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.errors import NoServersError
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from hwrepo.config import Settings
 from hwrepo.domain.errors import ServiceUnavailable
 from hwrepo.domain.events import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
+
+JOBS_STREAM = "HWREPO_JOBS"
+JOBS_SUBJECT_PREFIX = "hwrepo.jobs"
+LATEST_BUCKET = "hwrepo-latest-revision"  # KV: project id -> newest revision number
+
+
+def job_subject(kind: str) -> str:
+    return f"{JOBS_SUBJECT_PREFIX}.{kind}"
+
 
 SERVICE = "NATS JetStream"
 log = logging.getLogger(__name__)
@@ -32,6 +41,16 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=timedelta(days=90).total_seconds(),
+            duplicate_window=timedelta(minutes=10).total_seconds(),
+            num_replicas=settings.nats_stream_replicas,
+        ),
+        StreamConfig(
+            name=JOBS_STREAM,
+            description="hwrepo check jobs, one subject per check kind (work queue)",
+            subjects=[f"{JOBS_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=timedelta(days=14).total_seconds(),
             duplicate_window=timedelta(minutes=10).total_seconds(),
             num_replicas=settings.nats_stream_replicas,
         ),
@@ -73,6 +92,18 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             await js.add_stream(config)
         else:
             await js.update_stream(config)
+    try:
+        await js.key_value(LATEST_BUCKET)
+    except (NotFoundError, BucketNotFoundError):
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=LATEST_BUCKET,
+                description="newest revision number per project (cancels superseded jobs)",
+                history=1,
+                storage=StorageType.FILE,
+                replicas=settings.nats_stream_replicas,
+            )
+        )
 
 
 async def publish(js: JetStreamContext, subject: str, payload: bytes, msg_id: str) -> int:

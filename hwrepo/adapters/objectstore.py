@@ -5,6 +5,7 @@ Object layout (the bucket is the source of truth; see docs/architecture.md):
   users/<name>.json                                  users and their hashed tokens
   projects/<project-id>/project.json                 project metadata, members, tombstone
   projects/<project-id>/revisions/<number>.json      one manifest per revision (10-digit number)
+  results/<project-id>/<number>/<check-id>/<run>/    a check run: check.json, artifacts
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def project_key(project_id: str) -> str:
 
 def manifest_key(project_id: str, number: int) -> str:
     return f"projects/{project_id}/revisions/{number:010d}.json"
+
+
+def result_prefix(project_id: str, number: int, check_id: str, run: int) -> str:
+    return f"results/{project_id}/{number:010d}/{check_id}/{run}/"
 
 
 def user_key(name: str) -> str:

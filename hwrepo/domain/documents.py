@@ -70,6 +70,7 @@ def project_document(project: Project) -> dict[str, Any]:
         "created": project.created.isoformat(),
         "updated": project.updated.isoformat(),
         "deleted": project.deleted,
+        "waivers": list(project.waivers),
     }
 
 
@@ -88,6 +89,7 @@ def project_from_document(doc: dict[str, Any]) -> Project:
         created=_time(doc["created"]),
         updated=_time(doc["updated"]),
         deleted=bool(doc.get("deleted", False)),
+        waivers=list(doc.get("waivers", [])),
     )
 
 

@@ -116,3 +116,59 @@ class ProjectUpdated(ProjectChanged):
 
 class ProjectDeleted(ProjectChanged):
     TYPE: ClassVar[str] = "project.deleted"
+
+
+class RevisionPlanned(EventData):
+    """The planner queued every check of a revision (`checks` may be 0)."""
+
+    TYPE: ClassVar[str] = "revision.planned"
+
+    project_id: str
+    revision_id: str
+    number: int
+    checks: int
+    errors: list[str] = Field(default_factory=list)
+
+
+class CheckQueued(EventData):
+    TYPE: ClassVar[str] = "check.queued"
+
+    check_id: str
+    run: int
+    revision_id: str
+    project_id: str
+    number: int
+    kind: str
+    name: str
+    detected: dict[str, Any] = Field(default_factory=dict)
+    job: dict[str, Any] = Field(default_factory=dict)
+
+
+class CheckStarted(EventData):
+    TYPE: ClassVar[str] = "check.started"
+
+    check_id: str
+    run: int
+    revision_id: str
+    kind: str
+    worker: str
+    attempt: int
+
+
+class CheckFinished(EventData):
+    TYPE: ClassVar[str] = "check.finished"
+
+    check_id: str
+    run: int
+    revision_id: str
+    project_id: str
+    number: int
+    kind: str
+    name: str
+    state: str
+    summary: str
+    counts: dict[str, Any] = Field(default_factory=dict)
+    details: str | None = None  # object key of the details JSON
+    artifacts: list[dict[str, Any]] = Field(default_factory=list)
+    started: datetime | None = None
+    finished: datetime | None = None

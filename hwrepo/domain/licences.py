@@ -23,7 +23,15 @@ def check_licence(value: str) -> str:
     if _LICENSE_REF.match(value):
         return value
     try:
-        parsed = _spdx().parse(value, validate=True, strict=True)
+        parsed = _spdx().parse(value, strict=True)
+        # A LicenseRef-... may appear inside an expression too ("MIT OR LicenseRef-mine").
+        unknown = [
+            key
+            for key in (_spdx().unknown_license_keys(parsed) if parsed is not None else [])
+            if not _LICENSE_REF.match(key)
+        ]
+        if unknown:
+            raise ExpressionError(f"Unknown license key(s): {', '.join(unknown)}")
     except ExpressionError as exc:
         raise Invalid(
             f"licence {value!r} is not a known SPDX licence expression ({exc}); "

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from hwrepo.domain.errors import Invalid
 
@@ -113,6 +114,8 @@ class Project:
     created: datetime
     updated: datetime
     deleted: bool = False
+    # Waivers and severity overrides of check violations (see hwrepo.checks.base.Waiver).
+    waivers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def full_name(self) -> str:

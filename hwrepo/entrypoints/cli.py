@@ -114,6 +114,36 @@ def api(data_dir: DataDir = None) -> None:
     )
 
 
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    kinds: Annotated[
+        str | None, typer.Option(help="Comma-separated check kinds to take (default: all)")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs at once per kind")] = None,
+    plan: Annotated[bool, typer.Option(help="Also plan revisions into checks")] = True,
+) -> None:
+    """Run a check worker (and planner): needs S3 and NATS, never the database."""
+    from hwrepo.entrypoints.worker import WorkerOptions, run_worker
+
+    settings = _settings(data_dir)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    chosen = kinds.split(",") if kinds else settings.worker_kinds
+    options = WorkerOptions(
+        kinds=chosen,
+        concurrency=concurrency or settings.worker_concurrency,
+        max_attempts=settings.job_max_attempts,
+        plan=plan,
+        cancel_superseded=settings.cancel_superseded,
+    )
+    try:
+        run_worker(settings, options)
+    except HwrepoError as exc:
+        _fail(exc.detail)
+
+
 @users_app.command("create")
 def users_create(
     name: str,

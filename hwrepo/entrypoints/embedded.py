@@ -93,7 +93,7 @@ class Server:
 
     name: str
     argv: list[str]
-    ready_port: int
+    ready_port: int  # 0: a process without a port (started = running)
     log_path: Path
     env: dict[str, str] | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -111,7 +111,7 @@ class Server:
                 env=None if self.env is None else {**os.environ, **self.env},
             )
         deadline = time.monotonic() + timeout_s
-        while not answers(self.ready_port):
+        while self.ready_port and not answers(self.ready_port):
             if self.process.poll() is not None:
                 raise StartFailed(
                     f"{self.name} exited with code {self.process.returncode} while starting; "

@@ -35,6 +35,16 @@ def _api_server(settings: Settings) -> Server:
     )
 
 
+def _worker(settings: Settings, number: int) -> Server:
+    return Server(
+        name=f"worker {number}",
+        argv=[sys.executable, "-m", "hwrepo.entrypoints.cli", "worker"],
+        ready_port=0,
+        log_path=settings.data_dir / "logs" / f"worker-{number}.log",
+        env={"HWREPO_DATA_DIR": str(Path(settings.data_dir).resolve())},
+    )
+
+
 class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -66,6 +76,10 @@ class Supervisor:
             api = _api_server(settings)
             api.start()
             self.servers.append(api)
+            for number in range(1, settings.workers + 1):
+                worker = _worker(settings, number)
+                worker.start()
+                self.servers.append(worker)
             print(f"hwrepo is running: {settings.base_url}/  (API docs: {settings.base_url}/docs)")
             print(f"data: {Path(settings.data_dir).resolve()}   logs: {settings.data_dir}/logs")
             print("press Ctrl-C to stop", flush=True)

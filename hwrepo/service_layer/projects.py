@@ -207,3 +207,51 @@ def remove_member(
         updated = replace(project, members=members, updated=utcnow())
         _save(backends, index, updated, events.ProjectUpdated)
     return updated
+
+
+def add_waiver(
+    backends: Backends,
+    actor: User | None,
+    owner: str,
+    name: str,
+    *,
+    kind: str,
+    type: str,
+    items: list[str],
+    severity: str | None,
+    reason: str,
+) -> dict[str, Any]:
+    """Waive (or re-grade) violations of a type in this project's checks. Takes effect for
+    checks planned or re-run from now on; the waived violations stay visible as waived."""
+    if not reason.strip():
+        raise Invalid("a waiver needs a reason", field="reason")
+    with backends.writing() as index:
+        project = visible_project(index, actor, owner, name)
+        user = require_role(project, actor, Role.MAINTAINER, "waiving violations")
+        waiver = {
+            "id": str(uuid.uuid4()),
+            "kind": kind,
+            "type": type,
+            "items": items,
+            "severity": severity,
+            "reason": reason.strip(),
+            "author": user.name,
+            "created": utcnow().isoformat(),
+        }
+        updated = replace(project, waivers=[*project.waivers, waiver], updated=utcnow())
+        _save(backends, index, updated, events.ProjectUpdated)
+    return waiver
+
+
+def remove_waiver(
+    backends: Backends, actor: User | None, owner: str, name: str, waiver_id: str
+) -> None:
+    with backends.writing() as index:
+        project = visible_project(index, actor, owner, name)
+        require_role(project, actor, Role.MAINTAINER, "removing waivers")
+        kept = [w for w in project.waivers if w.get("id") != waiver_id]
+        if len(kept) == len(project.waivers):
+            raise NotFound(f"{project.full_name} has no waiver {waiver_id!r}")
+        _save(
+            backends, index, replace(project, waivers=kept, updated=utcnow()), events.ProjectUpdated
+        )

@@ -69,6 +69,7 @@ def _project(row: ProjectRow) -> Project:
         members={m.user.name: Role(m.role) for m in row.members},
         created=row.created,
         updated=row.updated,
+        waivers=list(row.waivers or []),
     )
 
 
@@ -219,6 +220,7 @@ class Index:
         row.description = project.description
         row.links = [{"project": ln.project, "relation": ln.relation} for ln in project.links]
         row.updated = project.updated
+        row.waivers = list(project.waivers)
         row.topics = [
             ProjectTopicRow(project_id=project.id, topic=t, position=i)
             for i, t in enumerate(project.topics)
@@ -332,14 +334,12 @@ class Index:
 
     # -- outbox ----------------------------------------------------------------------------
     def add_event(self, event: Event) -> None:
+        self.add_message(event.nats_subject, event.to_json().decode(), event.id)
+
+    def add_message(self, subject: str, payload: str, msg_id: str) -> None:
+        """Any message for the relay to publish after commit (e.g. a re-run's job)."""
         self.session.add(
-            OutboxRow(
-                id=event.id,
-                subject=event.nats_subject,
-                payload=event.to_json().decode(),
-                created=utcnow(),
-                attempts=0,
-            )
+            OutboxRow(id=msg_id, subject=subject, payload=payload, created=utcnow(), attempts=0)
         )
 
     def pending_events(self, limit: int = 100) -> list[OutboxRow]:

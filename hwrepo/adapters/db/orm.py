@@ -80,6 +80,7 @@ class ProjectRow(Base):
     links: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     created: Mapped[datetime]
     updated: Mapped[datetime]
+    waivers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
     # Last revision number handed out; bumped under the row lock to number revisions.
     revision_counter: Mapped[int] = mapped_column(Integer, default=0)
     owner: Mapped[UserRow] = relationship()
@@ -123,6 +124,9 @@ class RevisionRow(Base):
     created: Mapped[datetime]
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Set when the planner announced the revision's checks (until then its state is pending).
+    planned: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    plan_errors: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     author: Mapped[UserRow] = relationship()
     files: Mapped[list[RevisionFileRow]] = relationship(
         cascade="all, delete-orphan", order_by="RevisionFileRow.path"
@@ -146,10 +150,34 @@ class OutboxRow(Base):
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_pending", "published_at", "seq"),)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(36), unique=True)
+    id: Mapped[str] = mapped_column(String(100), unique=True)  # the Nats-Msg-Id
     subject: Mapped[str] = mapped_column(String(200))
     payload: Mapped[str] = mapped_column(Text)
     created: Mapped[datetime]
     published_at: Mapped[datetime | None] = mapped_column(nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class CheckRow(Base):
+    """One check of a revision (a job of one kind), as last reported by its events."""
+
+    __tablename__ = "checks"
+    __table_args__ = (Index("ix_checks_revision", "revision_id", "kind", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    revision_id: Mapped[str] = mapped_column(ForeignKey("revisions.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(String(36), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(500))
+    run: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(20))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[datetime]
+    started: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished: Mapped[datetime | None] = mapped_column(nullable=True)
+    details_key: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    artifacts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    detected: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    job: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -15,15 +15,17 @@ from hwrepo.adapters import eventbus
 from hwrepo.config import Settings
 from hwrepo.domain.errors import ServiceUnavailable
 from hwrepo.entrypoints.api import metrics, problems
-from hwrepo.entrypoints.api.routers import health, pages, projects, revisions
+from hwrepo.entrypoints.api.routers import checks, health, pages, projects, revisions
+from hwrepo.entrypoints.recorder import record_events
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
 
 
-async def _keep_relaying(app: FastAPI, backends: Backends, stop: asyncio.Event) -> None:
-    """Connect to NATS (retrying while it is away), make the streams, run the outbox relay."""
+async def _connect_and_serve(app: FastAPI, backends: Backends, stop: asyncio.Event) -> None:
+    """Connect to NATS (retrying while it is away), make the streams, then run the outbox relay
+    and the recorder of check events."""
     settings = backends.settings
     nc: Client | None = None
     while nc is None and not stop.is_set():
@@ -41,7 +43,10 @@ async def _keep_relaying(app: FastAPI, backends: Backends, stop: asyncio.Event) 
     relay = OutboxRelay(backends, nc)
     app.state.relay = relay
     try:
-        await relay.run(stop, poll_s=settings.outbox_poll_s)
+        await asyncio.gather(
+            relay.run(stop, poll_s=settings.outbox_poll_s),
+            record_events(backends, nc, stop),
+        )
     finally:
         await nc.drain()
 
@@ -55,7 +60,11 @@ def create_app(
         app.state.backends = backends or Backends.from_settings(settings)
         app.state.nats = None
         stop = asyncio.Event()
-        task = asyncio.create_task(_keep_relaying(app, app.state.backends, stop)) if relay else None
+        task = (
+            asyncio.create_task(_connect_and_serve(app, app.state.backends, stop))
+            if relay
+            else None
+        )
         try:
             yield
         finally:
@@ -76,5 +85,6 @@ def create_app(
     app.include_router(health.router)
     app.include_router(projects.router)
     app.include_router(revisions.router)
+    app.include_router(checks.router)
     app.include_router(pages.router)
     return app

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hwrepo.domain.checks import Check
 from hwrepo.domain.model import FileEntry, Project, Revision
 
 
@@ -155,11 +156,75 @@ class CheckOut(BaseModel):
     name: str
     state: Literal["queued", "running", "passed", "failed", "errored", "timed_out", "cancelled"]
     summary: str
+    run: int
     created: datetime
     started: datetime | None
     finished: datetime | None
+    counts: dict[str, Any] = Field(default_factory=dict)
+    url: str
+
+    @classmethod
+    def of(cls, project: Project, check: Check) -> CheckOut:
+        return cls(
+            id=check.id,
+            kind=check.kind,
+            name=check.name,
+            state=check.state.value,
+            summary=check.summary,
+            run=check.run,
+            created=check.created,
+            started=check.started,
+            finished=check.finished,
+            counts=check.counts,
+            url=f"/api/v1/projects/{project.full_name}/revisions/{check.revision}/checks/{check.id}",
+        )
+
+
+class ArtifactOut(BaseModel):
+    name: str
+    media_type: str
+    size: int
+    description: str = ""
+    url: str
+
+
+class CheckDetailOut(CheckOut):
+    detected: dict[str, Any] = Field(default_factory=dict)
+    artifacts: list[ArtifactOut] = Field(default_factory=list)
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="kind-specific: simulation `tests`; drc/erc/rtl-lint `counts` and the first "
+        "page of `violations` (see .../violations for the rest)",
+    )
 
 
 class ChecksOut(BaseModel):
     state: Literal["pending", "success", "failure"]
+    planned: bool = Field(description="false until the planner announced this revision's checks")
+    plan_errors: list[str] = Field(default_factory=list)
+    counts: dict[str, int]
     checks: list[CheckOut]
+
+
+class ViolationPage(BaseModel):
+    items: list[dict[str, Any]]
+    page: int
+    per_page: int
+    total: int
+
+
+class WaiverIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field("*", description="check kind (drc, erc, rtl-lint, ...) or * for all")
+    type: str = Field(description="violation type, e.g. silk_overlap or LATCH")
+    items: list[str] = Field(
+        default_factory=list, description="limit to these item uuids (lint: file:line)"
+    )
+    severity: Literal["error", "warning", "info"] | None = Field(
+        None, description="set to override the severity instead of waiving"
+    )
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class RerunOut(BaseModel):
+    queued: list[str]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
@@ -16,6 +16,7 @@ from hwrepo.entrypoints.api.schemas import (
     ProjectOut,
     ProjectPage,
     ProjectPatch,
+    WaiverIn,
 )
 from hwrepo.service_layer import projects
 
@@ -105,3 +106,28 @@ async def remove_member(
 ) -> ProjectOut:
     project = await run_in_threadpool(projects.remove_member, backends, user, owner, name, member)
     return ProjectOut.of(project)
+
+
+@router.get("/{owner}/{name}/waivers")
+async def list_waivers(
+    owner: str, name: str, backends: BackendsDep, user: UserDep
+) -> list[dict[str, Any]]:
+    project = await run_in_threadpool(projects.get_project, backends, user, owner, name)
+    return project.waivers
+
+
+@router.post("/{owner}/{name}/waivers", status_code=201)
+async def add_waiver(
+    owner: str, name: str, body: WaiverIn, backends: BackendsDep, user: UserDep
+) -> dict[str, Any]:
+    return await run_in_threadpool(
+        lambda: projects.add_waiver(backends, user, owner, name, **body.model_dump())
+    )
+
+
+@router.delete("/{owner}/{name}/waivers/{waiver_id}", status_code=204)
+async def remove_waiver(
+    owner: str, name: str, waiver_id: str, backends: BackendsDep, user: UserDep
+) -> Response:
+    await run_in_threadpool(projects.remove_waiver, backends, user, owner, name, waiver_id)
+    return Response(status_code=204)

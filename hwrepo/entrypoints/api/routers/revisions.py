@@ -15,11 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from hwrepo.adapters.archives import ArchiveLimits, StagingArea
-from hwrepo.domain.errors import Invalid, NotFound, TooLarge
+from hwrepo.domain.errors import Invalid, TooLarge
 from hwrepo.domain.paths import normalise_relpath
 from hwrepo.entrypoints.api.deps import BackendsDep, UserDep
 from hwrepo.entrypoints.api.schemas import (
-    ChecksOut,
     RevisionBrief,
     RevisionOut,
     RevisionPage,
@@ -215,20 +214,3 @@ async def download_archive(
         media_type="application/zip",
         headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(root)}.zip"},
     )
-
-
-@router.get("/{number}/checks", response_model=ChecksOut)
-async def list_checks(
-    owner: str, name: str, number: int, backends: BackendsDep, user: UserDep
-) -> ChecksOut:
-    await run_in_threadpool(revisions.get_revision, backends, user, owner, name, number)
-    # No check kinds are registered yet: a revision with no checks is a success.
-    return ChecksOut(state="success", checks=[])
-
-
-@router.get("/{number}/checks/{check_id}", response_model=None)
-async def get_check(
-    owner: str, name: str, number: int, check_id: str, backends: BackendsDep, user: UserDep
-) -> Response:
-    await run_in_threadpool(revisions.get_revision, backends, user, owner, name, number)
-    raise NotFound(f"revision {number} of {owner}/{name} has no check {check_id!r}")

@@ -1,0 +1,75 @@
+"""Checks of a revision: their states, how a revision's overall state follows from them, and
+the rules for folding check events (which may arrive twice or out of order) into a check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class CheckState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+    ERRORED = "errored"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self not in {CheckState.QUEUED, CheckState.RUNNING}
+
+
+class RevisionState(StrEnum):
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+@dataclass
+class Check:
+    id: str
+    revision_id: str
+    project_id: str
+    revision: int
+    kind: str
+    name: str
+    run: int
+    state: CheckState
+    summary: str
+    created: datetime
+    started: datetime | None = None
+    finished: datetime | None = None
+    details_key: str | None = None  # object key of the details JSON in the bucket
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+    detected: dict[str, Any] = field(default_factory=dict)
+    job: dict[str, Any] = field(default_factory=dict)  # what was queued (for re-runs)
+
+
+def revision_state(planned: bool, checks: list[Check]) -> RevisionState:
+    """pending until the revision was planned and while any check is queued or running; then
+    success when every check passed (or there are none), else failure."""
+    if not planned or any(not c.state.final for c in checks):
+        return RevisionState.PENDING
+    if all(c.state is CheckState.PASSED for c in checks):
+        return RevisionState.SUCCESS
+    return RevisionState.FAILURE
+
+
+def accepts(current: Check | None, run: int, state: CheckState) -> bool:
+    """Whether an event (run, state) moves the check forward. Events of an older run are
+    ignored; within a run a check only moves queued → running → final, and a final state is
+    never changed by a later event of that run (redeliveries are harmless)."""
+    if current is None or run > current.run:
+        return True
+    if run < current.run:
+        return False
+    if current.state.final:
+        return False
+    return state is not CheckState.QUEUED and not (
+        state is CheckState.RUNNING and current.state is CheckState.RUNNING
+    )

@@ -1,0 +1,228 @@
+"""/api/v1/projects/{owner}/{name}/revisions/{number}/checks: results of a revision's checks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from hwrepo.domain.errors import NotFound
+from hwrepo.entrypoints.api.deps import BackendsDep, UserDep
+from hwrepo.entrypoints.api.schemas import (
+    ArtifactOut,
+    CheckDetailOut,
+    CheckOut,
+    ChecksOut,
+    RerunOut,
+    ViolationPage,
+)
+from hwrepo.service_layer import checks
+
+router = APIRouter(
+    prefix="/api/v1/projects/{owner}/{name}/revisions/{number}/checks", tags=["checks"]
+)
+FIRST_PAGE = 100
+
+
+@router.get("", response_model=ChecksOut)
+async def list_checks(
+    owner: str, name: str, number: int, backends: BackendsDep, user: UserDep
+) -> ChecksOut:
+    project, _, state, planned, errors, items = await run_in_threadpool(
+        checks.list_checks, backends, user, owner, name, number
+    )
+    return ChecksOut(
+        state=state.value,
+        planned=planned,
+        plan_errors=errors,
+        counts=checks.counts_by_state(items),
+        checks=[CheckOut.of(project, c) for c in items],
+    )
+
+
+@router.post("/rerun", response_model=RerunOut, status_code=202)
+async def rerun_all(
+    owner: str, name: str, number: int, backends: BackendsDep, user: UserDep
+) -> RerunOut:
+    queued = await run_in_threadpool(checks.rerun, backends, user, owner, name, number)
+    return RerunOut(queued=[c.id for c in queued])
+
+
+@router.get("/{check_id}", response_model=CheckDetailOut)
+async def get_check(
+    owner: str, name: str, number: int, check_id: str, backends: BackendsDep, user: UserDep
+) -> CheckDetailOut:
+    project, check = await run_in_threadpool(
+        checks.get_check, backends, user, owner, name, number, check_id
+    )
+    details = await run_in_threadpool(checks.check_details, backends, check)
+    violations = details.get("violations")
+    if isinstance(violations, list):
+        details = {
+            **details,
+            "violations": violations[:FIRST_PAGE],
+            "violations_total": len(violations),
+        }
+    base = CheckOut.of(project, check)
+    return CheckDetailOut(
+        **base.model_dump(),
+        detected=check.detected,
+        artifacts=[
+            ArtifactOut(
+                name=a["name"],
+                media_type=a["media_type"],
+                size=a["size"],
+                description=a.get("description", ""),
+                url=f"{base.url}/artifacts/{quote(a['name'])}",
+            )
+            for a in check.artifacts
+        ],
+        details=details,
+    )
+
+
+@router.post("/{check_id}/rerun", response_model=RerunOut, status_code=202)
+async def rerun_one(
+    owner: str, name: str, number: int, check_id: str, backends: BackendsDep, user: UserDep
+) -> RerunOut:
+    queued = await run_in_threadpool(checks.rerun, backends, user, owner, name, number, check_id)
+    return RerunOut(queued=[c.id for c in queued])
+
+
+def _matches(
+    v: dict[str, Any], type: str | None, severity: str | None, waived: bool | None
+) -> bool:
+    return (
+        (type is None or v.get("type") == type)
+        and (severity is None or v.get("severity") == severity)
+        and (waived is None or bool(v.get("waived")) == waived)
+    )
+
+
+@router.get("/{check_id}/violations", response_model=ViolationPage)
+async def violations(
+    owner: str,
+    name: str,
+    number: int,
+    check_id: str,
+    backends: BackendsDep,
+    user: UserDep,
+    type: str | None = None,
+    severity: str | None = None,
+    waived: bool | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ViolationPage:
+    _, check = await run_in_threadpool(
+        checks.get_check, backends, user, owner, name, number, check_id
+    )
+    details = await run_in_threadpool(checks.check_details, backends, check)
+    found = [v for v in details.get("violations", []) if _matches(v, type, severity, waived)]
+    start = (page - 1) * per_page
+    return ViolationPage(
+        items=found[start : start + per_page], page=page, per_page=per_page, total=len(found)
+    )
+
+
+async def _artifact_response(
+    backends: BackendsDep, item: dict[str, Any], via: str, disposition: str = "inline"
+) -> Response:
+    if via == "presigned":
+        url = await run_in_threadpool(
+            backends.store.presigned_url, item["key"], item["name"], timedelta(minutes=15)
+        )
+        return RedirectResponse(url, status_code=307)
+    chunks = await run_in_threadpool(backends.store.stream, item["key"])
+    filename = item["name"].rsplit("/", 1)[-1]
+    return StreamingResponse(
+        chunks,
+        media_type=item["media_type"],
+        headers={
+            "Content-Length": str(item["size"]),
+            "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(filename)}",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+Via = Annotated[Literal["stream", "presigned"], Query()]
+
+
+@router.get("/{check_id}/artifacts/{artifact:path}", response_model=None)
+async def download_artifact(
+    owner: str,
+    name: str,
+    number: int,
+    check_id: str,
+    artifact: str,
+    backends: BackendsDep,
+    user: UserDep,
+    via: Via = "stream",
+) -> Response:
+    _, check = await run_in_threadpool(
+        checks.get_check, backends, user, owner, name, number, check_id
+    )
+    return await _artifact_response(backends, checks.artifact(check, artifact), via)
+
+
+@router.get("/{check_id}/sarif", response_model=None)
+async def sarif(
+    owner: str, name: str, number: int, check_id: str, backends: BackendsDep, user: UserDep
+) -> Response:
+    _, check = await run_in_threadpool(
+        checks.get_check, backends, user, owner, name, number, check_id
+    )
+    return await _artifact_response(
+        backends, checks.artifact(check, "result.sarif"), "stream", "attachment"
+    )
+
+
+@router.get("/{check_id}/waveform", response_model=None)
+async def waveform(
+    owner: str,
+    name: str,
+    number: int,
+    check_id: str,
+    backends: BackendsDep,
+    user: UserDep,
+    via: Via = "stream",
+) -> Response:
+    _, check = await run_in_threadpool(
+        checks.get_check, backends, user, owner, name, number, check_id
+    )
+    for item in check.artifacts:
+        if item["name"].endswith((".fst", ".vcd", ".ghw")):
+            return await _artifact_response(backends, item, via, "attachment")
+    raise NotFound(f"check {check.name!r} stored no waveform")
+
+
+@router.get("/{check_id}/log", response_model=None)
+async def log(
+    owner: str,
+    name: str,
+    number: int,
+    check_id: str,
+    backends: BackendsDep,
+    user: UserDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=8 * 1024 * 1024)] = 1024 * 1024,
+) -> Response:
+    """The job's log, paged by byte offset: `X-Log-Size` is its size, `X-Next-Offset` where the
+    next page starts (absent at the end)."""
+    _, check = await run_in_threadpool(
+        checks.get_check, backends, user, owner, name, number, check_id
+    )
+    item = checks.artifact(check, "log.txt")
+    size = int(item["size"])
+    headers = {"X-Log-Size": str(size)}
+    if offset >= size:
+        return Response(b"", media_type="text/plain; charset=utf-8", headers=headers)
+    chunks = await run_in_threadpool(backends.store.stream, item["key"], offset, limit)
+    data = b"".join(chunks)
+    if offset + len(data) < size:
+        headers["X-Next-Offset"] = str(offset + len(data))
+    return Response(data, media_type="text/plain; charset=utf-8", headers=headers)

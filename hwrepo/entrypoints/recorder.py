@@ -1,0 +1,64 @@
+"""The API side's event consumer: folds check and planning events into the index.
+
+A durable pull consumer (`hwrepo-recorder`) shared by every API process; recording is
+idempotent (see hwrepo.domain.checks.accepts), so redeliveries and duplicates are harmless. An
+event is acked only after its transaction committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from hwrepo.domain import events
+from hwrepo.domain.errors import ServiceUnavailable
+from hwrepo.service_layer import checks
+from hwrepo.service_layer.backends import Backends
+
+log = logging.getLogger(__name__)
+RECORDED = {
+    events.RevisionPlanned.TYPE,
+    events.CheckQueued.TYPE,
+    events.CheckStarted.TYPE,
+    events.CheckFinished.TYPE,
+}
+
+
+async def record_events(backends: Backends, nc: Client, stop: asyncio.Event) -> None:
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(
+        f"{events.EVENTS_SUBJECT_PREFIX}.>",
+        durable="hwrepo-recorder",
+        stream=events.EVENTS_STREAM,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30,
+            max_deliver=-1,
+            deliver_policy=DeliverPolicy.ALL,
+        ),
+    )
+    while not stop.is_set():
+        try:
+            msgs = await sub.fetch(50, timeout=1)
+        except NatsTimeout:
+            continue
+        except Exception as exc:
+            log.warning("recorder: fetch failed: %s", exc)
+            await asyncio.sleep(1)
+            continue
+        for msg in msgs:
+            try:
+                event = events.Event.from_json(msg.data)
+                if event.type in RECORDED:
+                    await asyncio.to_thread(checks.record, backends, event)
+                await msg.ack()
+            except ServiceUnavailable as exc:
+                log.warning("recorder: %s; will retry", exc)
+                await msg.nak(delay=2)
+            except Exception:
+                log.exception("recorder: could not record an event; it will be redelivered")
+                await msg.nak(delay=5)

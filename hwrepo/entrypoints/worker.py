@@ -1,0 +1,249 @@
+"""`hwrepo worker`: the planner and the check workers, as JetStream pull consumers.
+
+- The planner consumes `revision.created` (durable `hwrepo-planner`), plans every kind's jobs,
+  publishes `check.queued` events and the jobs (work queue `HWREPO_JOBS`, subject
+  `hwrepo.jobs.<kind>`, `Nats-Msg-Id` = job id), then `revision.planned`, then acks.
+- Each available kind has a durable pull consumer `hwrepo-worker-<kind>`; any number of worker
+  processes on any number of machines share it. A job is acked only after its results are stored
+  and `check.finished` is published; while it runs the worker sends in-progress acks, so a live
+  job is never redelivered, and a job whose worker died is redelivered after `ack_wait`. After
+  `max_attempts` deliveries the job ends `errored` saying so.
+Workers never touch the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from hwrepo.adapters import eventbus
+from hwrepo.adapters.objectstore import ObjectStore
+from hwrepo.adapters.objectstore import from_settings as store_from_settings
+from hwrepo.checks.base import CheckKind, Job
+from hwrepo.checks.registry import all_kinds
+from hwrepo.config import Settings
+from hwrepo.domain import events
+from hwrepo.domain.events import EVENTS_STREAM
+from hwrepo.service_layer import jobs, planner
+
+log = logging.getLogger("hwrepo.worker")
+ACK_WAIT_S = 60.0
+HEARTBEAT_S = 15.0
+
+
+@dataclass
+class WorkerOptions:
+    kinds: list[str] | None = None  # None: every kind this machine can run
+    concurrency: int = 1
+    max_attempts: int = 3
+    plan: bool = True
+    cancel_superseded: bool = True
+
+
+async def _publish(js: JetStreamContext, event: events.Event) -> None:
+    await eventbus.publish(js, event.nats_subject, event.to_json(), event.id)
+
+
+async def _keep_alive(msg: Msg) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+
+
+class Worker:
+    def __init__(self, settings: Settings, options: WorkerOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.store: ObjectStore = store_from_settings(settings)
+        self.dirs = jobs.WorkerDirs(settings.data_dir / "worker")
+        self.kinds: dict[str, CheckKind] = {}
+        self.nc: Client | None = None
+        self.slots = asyncio.Semaphore(max(1, options.concurrency))
+        self.latest: KeyValue | None = None
+
+    def select_kinds(self) -> dict[str, CheckKind]:
+        chosen: dict[str, CheckKind] = {}
+        for kind in all_kinds():
+            if self.options.kinds is not None and kind.name not in self.options.kinds:
+                continue
+            reason = kind.available()
+            if reason is not None:
+                log.warning("not taking %s jobs: %s", kind.name, reason)
+                continue
+            chosen[kind.name] = kind
+        return chosen
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.nc = await eventbus.connect(self.settings, name=f"hwrepo-worker {jobs.WORKER_NAME}")
+        js = self.nc.jetstream()
+        await eventbus.ensure_streams(js, self.settings)
+        self.latest = await js.key_value(eventbus.LATEST_BUCKET)
+        self.kinds = self.select_kinds()
+        tasks = []
+        if self.options.plan:
+            tasks.append(asyncio.create_task(self._plan_loop(js, stop)))
+        for name in self.kinds:
+            for _ in range(max(1, self.options.concurrency)):
+                tasks.append(asyncio.create_task(self._job_loop(js, name, stop)))
+        log.info("worker ready: planning=%s kinds=%s", self.options.plan, sorted(self.kinds))
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.nc.drain()
+
+    # -- planner -------------------------------------------------------------------------
+    async def _plan_loop(self, js: JetStreamContext, stop: asyncio.Event) -> None:
+        sub = await js.pull_subscribe(
+            f"{events.EVENTS_SUBJECT_PREFIX}.{events.RevisionCreated.TYPE}",
+            durable="hwrepo-planner",
+            stream=EVENTS_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=ACK_WAIT_S,
+                max_deliver=10,
+                deliver_policy=DeliverPolicy.ALL,
+            ),
+        )
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(1, timeout=2)
+            except NatsTimeout:
+                continue
+            for msg in msgs:
+                try:
+                    await self.plan(js, msg)
+                except Exception:
+                    log.exception("planning failed; the event will be redelivered")
+                    await msg.nak(delay=5)
+
+    async def plan(self, js: JetStreamContext, msg: Msg) -> None:
+        event = events.Event.from_json(msg.data)
+        created = events.RevisionCreated.model_validate(event.data)
+        heartbeat = asyncio.create_task(_keep_alive(msg))
+        try:
+            plan = await asyncio.to_thread(
+                planner.plan_revision, self.store, all_kinds(), created.manifest
+            )
+        finally:
+            heartbeat.cancel()
+        if self.latest is not None:
+            await self._raise_latest(created.project_id, created.number)
+        for check in plan.checks:
+            await _publish(js, check.queued_event())
+            if check.planned.error is not None:
+                await _publish(js, jobs.finished_event(check.job, "errored", check.planned.error))
+                continue
+            job = check.job
+            await eventbus.publish(
+                js, eventbus.job_subject(job.kind), job.model_dump_json().encode(), job.job_id
+            )
+        await _publish(js, plan.planned_event())
+        await msg.ack()
+        log.info("planned %s r%d: %d checks", plan.project, plan.number, len(plan.checks))
+
+    async def _raise_latest(self, project_id: str, number: int) -> None:
+        assert self.latest is not None
+        try:
+            entry = await self.latest.get(project_id)
+            current = int(entry.value or b"0")
+        except KeyNotFoundError:
+            current = 0
+        if number > current:
+            await self.latest.put(project_id, str(number).encode())
+
+    async def _superseded_by(self, job: Job) -> int | None:
+        if not self.options.cancel_superseded or self.latest is None:
+            return None
+        try:
+            entry = await self.latest.get(job.project_id)
+        except KeyNotFoundError:
+            return None
+        newest = int(entry.value or b"0")
+        return newest if newest > job.revision else None
+
+    # -- jobs ----------------------------------------------------------------------------
+    async def _job_loop(self, js: JetStreamContext, kind: str, stop: asyncio.Event) -> None:
+        sub = await js.pull_subscribe(
+            eventbus.job_subject(kind),
+            durable=f"hwrepo-worker-{kind}",
+            stream=eventbus.JOBS_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=ACK_WAIT_S,
+                # One delivery more than the attempts: that one only reports the failure.
+                max_deliver=self.options.max_attempts + 1,
+            ),
+        )
+        while not stop.is_set():
+            async with self.slots:
+                try:
+                    msgs = await sub.fetch(1, timeout=2)
+                except NatsTimeout:
+                    continue
+                for msg in msgs:
+                    try:
+                        await self.handle(js, msg)
+                    except Exception:
+                        log.exception("job handling failed; it will be redelivered")
+
+    async def handle(self, js: JetStreamContext, msg: Msg) -> None:
+        job = Job.model_validate_json(msg.data)
+        attempt = msg.metadata.num_delivered
+        if attempt > self.options.max_attempts:
+            await _publish(
+                js,
+                jobs.finished_event(
+                    job,
+                    "errored",
+                    f"the job was started {attempt - 1} times and never finished: the worker "
+                    "running it stopped or was killed each time",
+                ),
+            )
+            await msg.ack()
+            return
+        newer = await self._superseded_by(job)
+        if newer is not None:
+            await _publish(
+                js,
+                jobs.finished_event(
+                    job, "cancelled", f"cancelled before it started: revision {newer} superseded it"
+                ),
+            )
+            await msg.ack()
+            return
+        kind = self.kinds[job.kind]
+        await _publish(js, jobs.started_event(job, attempt))
+        heartbeat = asyncio.create_task(_keep_alive(msg))
+        try:
+            finished = await asyncio.to_thread(jobs.execute, self.store, kind, job, self.dirs)
+        finally:
+            heartbeat.cancel()
+        await _publish(js, finished)
+        await msg.ack()
+        log.info("%s %s: %s", job.kind, job.name, finished.data.get("summary"))
+
+
+def run_worker(settings: Settings, options: WorkerOptions) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Worker(settings, options).run(stop)
+
+    asyncio.run(main())

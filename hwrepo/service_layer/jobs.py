@@ -1,0 +1,205 @@
+"""Running one check job on a worker: inputs from the bucket (through a local blob cache),
+the kind's `run()` in a private workspace, outputs and the check record back to the bucket.
+
+Nothing here touches the database; the result travels as a `check.finished` event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hwrepo.adapters.objectstore import ObjectStore, blob_key, result_prefix
+from hwrepo.checks.base import Artifact, CheckKind, CheckResult, Job, Workspace
+from hwrepo.domain import events
+from hwrepo.domain.model import FileEntry, utcnow
+
+log = logging.getLogger(__name__)
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class WorkerDirs:
+    """Where a worker keeps its blob cache, per-kind caches and job workspaces."""
+
+    root: Path
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    def kind_cache(self, kind: str) -> Path:
+        return self.root / "kinds" / kind
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs"
+
+
+def fetch_blob(store: ObjectStore, entry: FileEntry, dirs: WorkerDirs) -> Path:
+    """The blob's local copy, downloaded once and verified against its SHA-256."""
+    cached = dirs.blobs / entry.sha256[:2] / entry.sha256
+    if cached.exists():
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".part-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in store.stream(blob_key(entry.sha256)):
+                digest.update(chunk)
+                fh.write(chunk)
+        if digest.hexdigest() != entry.sha256:
+            raise ValueError(f"{entry.path}: the stored bytes do not match their SHA-256")
+        os.replace(tmp, cached)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return cached
+
+
+def materialise(store: ObjectStore, job: Job, ws: Workspace, dirs: WorkerDirs) -> None:
+    for entry in job.inputs:
+        target = ws.src / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A copy, not a link: the job may write to its inputs without touching the cache.
+        shutil.copyfile(fetch_blob(store, entry, dirs), target)
+
+
+def finished_event(
+    job: Job,
+    state: str,
+    summary: str,
+    *,
+    counts: dict[str, Any] | None = None,
+    details: str | None = None,
+    artifacts: list[dict[str, Any]] | None = None,
+    started: Any = None,
+) -> events.Event:
+    return events.make_event(
+        events.CheckFinished(
+            check_id=job.check_id,
+            run=job.run,
+            revision_id=job.revision_id,
+            project_id=job.project_id,
+            number=job.revision,
+            kind=job.kind,
+            name=job.name,
+            state=state,
+            summary=summary,
+            counts=counts or {},
+            details=details,
+            artifacts=artifacts or [],
+            started=started,
+            finished=utcnow(),
+        ),
+        id=events.event_id("check.finished", job.check_id, str(job.run)),
+        project=job.project,
+        project_id=job.project_id,
+        revision=job.revision,
+    )
+
+
+def started_event(job: Job, attempt: int) -> events.Event:
+    return events.make_event(
+        events.CheckStarted(
+            check_id=job.check_id,
+            run=job.run,
+            revision_id=job.revision_id,
+            kind=job.kind,
+            worker=WORKER_NAME,
+            attempt=attempt,
+        ),
+        id=events.event_id("check.started", job.check_id, str(job.run), str(attempt)),
+        project=job.project,
+        project_id=job.project_id,
+        revision=job.revision,
+    )
+
+
+def _counts(result: CheckResult) -> dict[str, Any]:
+    counts = result.details.get("counts")
+    return counts if isinstance(counts, dict) else {}
+
+
+def store_result(store: ObjectStore, job: Job, result: CheckResult, started: Any) -> events.Event:
+    """Upload the artifacts and the check record; return the `check.finished` event."""
+    prefix = result_prefix(job.project_id, job.revision, job.check_id, job.run)
+    artifacts = []
+    for artifact in result.artifacts:
+        if not artifact.path.exists():
+            continue
+        size = artifact.path.stat().st_size
+        key = prefix + "artifacts/" + artifact.name
+        store.put_file(key, artifact.path, size, artifact.media_type)
+        artifacts.append(
+            {
+                "name": artifact.name,
+                "key": key,
+                "media_type": artifact.media_type,
+                "size": size,
+                "description": artifact.description,
+            }
+        )
+    record_key = prefix + "check.json"
+    event = finished_event(
+        job,
+        result.state,
+        result.summary,
+        counts=_counts(result),
+        details=record_key,
+        artifacts=artifacts,
+        started=started,
+    )
+    store.put_json(
+        record_key,
+        {
+            "schema": "hwrepo.check/1",
+            "event": event.model_dump(mode="json"),
+            "job": job.model_dump(mode="json"),
+            "details": result.details,
+        },
+    )
+    return event
+
+
+def execute(
+    store: ObjectStore,
+    kind: CheckKind,
+    job: Job,
+    dirs: WorkerDirs,
+    heartbeat: Callable[[], None] = lambda: None,
+) -> events.Event:
+    """Run the job to its end and store its outputs. Whatever happens inside the kind, the
+    answer is a `check.finished` event (an exception becomes `errored`, never `passed`)."""
+    started = utcnow()
+    ws = Workspace(
+        root=dirs.jobs / f"{job.job_id}-{uuid.uuid4().hex[:8]}", cache=dirs.kind_cache(kind.name)
+    ).create()
+    try:
+        try:
+            materialise(store, job, ws, dirs)
+            result = kind.run(job, ws, heartbeat)
+        except Exception as exc:
+            log.error("job %s (%s) failed:\n%s", job.job_id, job.name, traceback.format_exc())
+            ws.log.parent.mkdir(parents=True, exist_ok=True)
+            with ws.log.open("a") as fh:
+                fh.write(traceback.format_exc())
+            result = CheckResult(
+                state="errored",
+                summary=f"the {kind.name} check could not run: {exc.__class__.__name__}: {exc}",
+                artifacts=[Artifact("log.txt", ws.log, "text/plain", "the job's log")],
+            )
+        return store_result(store, job, result, started)
+    finally:
+        ws.remove()
