@@ -5,7 +5,8 @@ Object layout (the bucket is the source of truth; see docs/architecture.md):
   users/<name>.json                                  users and their hashed tokens
   projects/<project-id>/project.json                 project metadata, members, tombstone
   projects/<project-id>/revisions/<number>.json      one manifest per revision (10-digit number)
-  results/<project-id>/<number>/<check-id>/<run>/    a check run: check.json, artifacts
+  results/<project-id>/<number>/plan.json           the revision's planned checks
+  results/<project-id>/<number>/<check-id>/<run>/    a check run: check.json, artifacts/
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def project_key(project_id: str) -> str:
 
 def manifest_key(project_id: str, number: int) -> str:
     return f"projects/{project_id}/revisions/{number:010d}.json"
+
+
+def plan_key(project_id: str, number: int) -> str:
+    return f"results/{project_id}/{number:010d}/plan.json"
 
 
 def result_prefix(project_id: str, number: int, check_id: str, run: int) -> str:

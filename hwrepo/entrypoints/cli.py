@@ -181,7 +181,7 @@ def reindex(data_dir: DataDir = None) -> None:
         report = reindexing.reindex(backends)
     typer.echo(
         f"reindexed {report.users} users, {report.projects} projects, "
-        f"{report.revisions} revisions ({report.skipped} skipped)"
+        f"{report.revisions} revisions, {report.checks} checks ({report.skipped} skipped)"
     )
 
 

@@ -49,25 +49,26 @@ def _check(row: CheckRow) -> Check:
 def record(backends: Backends, event: events.Event) -> bool:
     """Fold one event into the index. Returns False when it changed nothing (a duplicate, an
     event of an older run, or not a check event). Safe to call twice with the same event."""
-    if event.type == events.RevisionPlanned.TYPE:
-        data = events.RevisionPlanned.model_validate(event.data)
-        with backends.writing() as index:
-            result = index.session.execute(
-                update(RevisionRow)
-                .where(RevisionRow.id == data.revision_id)
-                .values(planned=True, plan_errors=data.errors)
-            )
-            return bool(result.rowcount)
-    handlers = {
-        events.CheckQueued.TYPE: _queued,
-        events.CheckStarted.TYPE: _started,
-        events.CheckFinished.TYPE: _finished,
-    }
-    handler = handlers.get(event.type)
-    if handler is None:
+    if event.type not in _HANDLERS:
         return False
     with backends.writing() as index:
-        return handler(index, event)
+        return record_in(index, event)
+
+
+def record_in(index: Index, event: events.Event) -> bool:
+    """`record` inside a unit of work the caller holds (reindex folds many events in one)."""
+    handler = _HANDLERS.get(event.type)
+    return handler(index, event) if handler else False
+
+
+def _planned(index: Index, event: events.Event) -> bool:
+    data = events.RevisionPlanned.model_validate(event.data)
+    result = index.session.execute(
+        update(RevisionRow)
+        .where(RevisionRow.id == data.revision_id)
+        .values(planned=True, plan_errors=data.errors)
+    )
+    return bool(result.rowcount)
 
 
 def _row(index: Index, check_id: str) -> CheckRow | None:
@@ -151,6 +152,14 @@ def _finished(index: Index, event: events.Event) -> bool:
     row.artifacts = data.artifacts
     row.counts = data.counts
     return True
+
+
+_HANDLERS = {
+    events.RevisionPlanned.TYPE: _planned,
+    events.CheckQueued.TYPE: _queued,
+    events.CheckStarted.TYPE: _started,
+    events.CheckFinished.TYPE: _finished,
+}
 
 
 # -- reading ---------------------------------------------------------------------------------

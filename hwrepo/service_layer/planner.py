@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from hwrepo.adapters.objectstore import ObjectStore, blob_key, project_key
+from hwrepo.adapters.objectstore import ObjectStore, blob_key, plan_key, project_key
 from hwrepo.checks.base import CheckKind, Job, PlannedJob, Waiver
 from hwrepo.domain import events
 from hwrepo.domain.documents import revision_from_manifest
@@ -83,6 +83,14 @@ class RevisionPlan:
     checks: list[PlannedCheck] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    def document(self) -> dict[str, Any]:
+        """What the planner keeps in the bucket (reindex rebuilds the checks from it)."""
+        return {
+            "schema": "hwrepo.plan/1",
+            "planned": self.planned_event().model_dump(mode="json"),
+            "queued": [c.queued_event().model_dump(mode="json") for c in self.checks],
+        }
+
     def planned_event(self) -> events.Event:
         return events.make_event(
             events.RevisionPlanned(
@@ -149,4 +157,5 @@ def plan_revision(store: ObjectStore, kinds: list[CheckKind], manifest_key: str)
                 waivers=[w for w in waivers if w.kind in {"*", kind.name}],
             )
             plan.checks.append(PlannedCheck(job, planned))
+    store.put_json(plan_key(plan.project_id, plan.number), plan.document())
     return plan

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
+from hwrepo.adapters.db.index import Index
 from hwrepo.domain.documents import (
     project_from_document,
     revision_from_manifest,
     user_from_document,
 )
+from hwrepo.domain.events import Event
 from hwrepo.service_layer.backends import Backends
+from hwrepo.service_layer.checks import record_in
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +24,7 @@ class ReindexReport:
     users: int = 0
     projects: int = 0
     revisions: int = 0
+    checks: int = 0
     skipped: int = 0
 
 
@@ -31,6 +36,10 @@ def reindex(backends: Backends) -> ReindexReport:
     users = [user_from_document(store.get_json(k)) for k in store.list_keys("users/")]
     projects = []
     manifests: dict[str, list[str]] = {}
+    results = sorted(
+        (k for k in store.list_keys("results/") if k.endswith(("/plan.json", "/check.json"))),
+        key=_result_order,
+    )
     for key in store.list_keys("projects/"):
         parts = key.split("/")
         if len(parts) == 3 and parts[2] == "project.json":
@@ -62,4 +71,27 @@ def reindex(backends: Backends) -> ReindexReport:
                 highest = max(highest, revision.number)
                 report.revisions += 1
             index.set_revision_counter(project.id, highest)
+        for key in results:
+            report.checks += _replay_results(index, store.get_json(key) or {})
     return report
+
+
+def _result_order(key: str) -> tuple[str, int, str]:
+    """plan.json of a revision first, then its check runs in run order."""
+    parts = key.split("/")
+    if parts[-1] == "plan.json":
+        return ("/".join(parts[:3]), 0, "")
+    run = int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else 0
+    return ("/".join(parts[:3]), 1 + run, key)
+
+
+def _replay_results(index: Index, doc: dict[str, Any]) -> int:
+    """Fold a stored plan or check record into the index, as the recorder did from events."""
+    found = 0
+    if doc.get("schema") == "hwrepo.plan/1":
+        for raw in doc.get("queued", []):
+            found += record_in(index, Event.model_validate(raw))
+        record_in(index, Event.model_validate(doc["planned"]))
+    elif doc.get("schema") == "hwrepo.check/1":
+        record_in(index, Event.model_validate(doc["event"]))
+    return found

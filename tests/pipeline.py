@@ -1,0 +1,93 @@
+"""Running the planner and workers in-process for end-to-end tests, and waiting for verdicts."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from hwrepo.config import Settings
+from hwrepo.entrypoints.worker import Worker, WorkerOptions
+
+
+@contextmanager
+def running_worker(settings: Settings, **options: Any) -> Iterator[Worker]:
+    """A real worker (planner + job consumers) on its own event loop in a thread."""
+    worker = Worker(settings, WorkerOptions(**options))
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    ready = threading.Event()
+    failure: list[BaseException] = []
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def go() -> None:
+            task = asyncio.create_task(worker.run(stop))
+            while worker.nc is None or not worker.kinds and options.get("kinds") != []:
+                if task.done():
+                    break
+                await asyncio.sleep(0.05)
+            ready.set()
+            await task
+
+        try:
+            loop.run_until_complete(go())
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    ready.wait(30)
+    if failure:
+        raise failure[0]
+    try:
+        yield worker
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(60)
+
+
+def upload_dir(
+    client: TestClient,
+    headers: dict[str, str],
+    project: str,
+    root: Path,
+    *,
+    message: str = "",
+    directory: str = "",
+) -> dict[str, Any]:
+    files = [
+        ("files", (p.relative_to(root).as_posix(), p.read_bytes()))
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+    data = {"message": message}
+    if directory:
+        data["directory"] = directory
+    r = client.post(f"/api/v1/projects/{project}/revisions", files=files, data=data, headers=headers)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def wait_for_checks(
+    client: TestClient, project: str, number: int, timeout_s: float = 300
+) -> dict[str, Any]:
+    """Poll the checks of a revision until its state is no longer pending."""
+    deadline = time.monotonic() + timeout_s
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        r = client.get(f"/api/v1/projects/{project}/revisions/{number}/checks")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if body["state"] != "pending":
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"checks of {project} r{number} still pending after {timeout_s} s: {body}")
