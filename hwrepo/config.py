@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = 1  # jobs one worker process runs at once (per kind)
     worker_kinds: list[str] | None = None  # None: every kind this machine can run
     job_max_attempts: int = 3  # deliveries of a job before it ends errored
+    job_ack_wait_s: float = 60.0  # a job whose worker went silent this long is redelivered
     cancel_superseded: bool = True  # a newer revision cancels an older one's queued jobs
 
     @classmethod
@@ -122,20 +123,36 @@ class Settings(BaseSettings):
 
     @cached_property
     def secrets(self) -> dict[str, str]:
-        """Credentials of the embedded S3 server, made once per data directory and kept there."""
+        """Credentials of the embedded servers, made once per data directory and kept there."""
         path = self.data_dir / "secrets.toml"
+        values: dict[str, str] = {}
         if path.exists():
             with path.open("rb") as fh:
-                return {k: str(v) for k, v in tomllib.load(fh).items()}
-        values = {
-            "s3_access_key": "hwrepo-" + secrets.token_hex(6),
-            "s3_secret_key": secrets.token_urlsafe(30),
+                values = {k: str(v) for k, v in tomllib.load(fh).items()}
+        wanted = {
+            "s3_access_key": lambda: "hwrepo-" + secrets.token_hex(6),
+            "s3_secret_key": lambda: secrets.token_urlsafe(30),
+            "nats_password": lambda: secrets.token_urlsafe(24),
         }
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.writelines(f'{k} = "{v}"\n' for k, v in values.items())
+        missing = {k: make() for k, make in wanted.items() if k not in values}
+        if missing:
+            values.update(missing)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.writelines(f'{k} = "{v}"\n' for k, v in values.items())
+            os.replace(tmp, path)
         return values
+
+    @property
+    def nats_credentials(self) -> dict[str, str]:
+        """User and password for NATS: the embedded server's own, or the configured ones."""
+        if self.embedded_nats:
+            return {"user": "hwrepo", "password": self.secrets["nats_password"]}
+        if self.nats_user:
+            return {"user": self.nats_user, "password": self.nats_password or ""}
+        return {}
 
     @property
     def s3(self) -> dict[str, Any]:

@@ -91,3 +91,17 @@ def wait_for_checks(
             return body
         time.sleep(0.3)
     raise AssertionError(f"checks of {project} r{number} still pending after {timeout_s} s: {body}")
+
+
+@contextmanager
+def private_nats(tmp_path: Path) -> Iterator[str]:
+    """A nats-server of the test's own: its durable consumers see only this test's events."""
+    from hwrepo.entrypoints import embedded
+
+    (port,) = embedded.free_ports(1)
+    server = embedded.nats_server(tmp_path / "private-nats", port)
+    server.start()
+    try:
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        server.stop()

@@ -66,9 +66,7 @@ async def connect(settings: Settings, *, name: str) -> Client:
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 1,
     }
-    if settings.nats_user:
-        options["user"] = settings.nats_user
-        options["password"] = settings.nats_password
+    options.update(settings.nats_credentials)
     if settings.nats_token:
         options["token"] = settings.nats_token
     if settings.nats_creds_file:

@@ -1,27 +1,22 @@
-"""Every check kind, in one table. Adding a kind: one module, one line here."""
+"""Every check kind, in one table (hwrepo/checks/kinds.py lists the classes)."""
 
 from __future__ import annotations
 
+from functools import cache
+
 from hwrepo.checks.base import CheckKind
 
-KINDS: dict[str, type[CheckKind]] = {}
 
+@cache
+def kinds_table() -> dict[str, type[CheckKind]]:
+    from hwrepo.checks.kinds import KINDS
 
-def register(cls: type[CheckKind]) -> type[CheckKind]:
-    KINDS[cls.name] = cls
-    return cls
+    return {cls.name: cls for cls in KINDS}
 
 
 def all_kinds() -> list[CheckKind]:
-    _load()
-    return [cls() for cls in KINDS.values()]
+    return [cls() for cls in kinds_table().values()]
 
 
 def get_kind(name: str) -> CheckKind:
-    _load()
-    return KINDS[name]()
-
-
-def _load() -> None:
-    # The kinds' modules, imported once so their @register runs.
-    from hwrepo.checks import kinds  # noqa: F401
+    return kinds_table()[name]()

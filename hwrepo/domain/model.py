@@ -26,7 +26,7 @@ def check_name(value: str, what: str) -> str:
         raise Invalid(
             f"{what} {value!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit",
-            field=what.lower(),
+            field="name",
         )
     return value
 

@@ -137,6 +137,7 @@ def worker(
         max_attempts=settings.job_max_attempts,
         plan=plan,
         cancel_superseded=settings.cancel_superseded,
+        ack_wait_s=settings.job_ack_wait_s,
     )
     try:
         run_worker(settings, options)

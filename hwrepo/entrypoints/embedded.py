@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import json
 import os
 import shutil
 import signal
@@ -173,10 +174,17 @@ def _private_file(path: Path, content: str) -> Path:
     return path
 
 
-def nats_server(data_dir: Path, port: int) -> Server:
+def nats_server(data_dir: Path, port: int, password: str | None = None) -> Server:
+    """A nats-server with JetStream; with `password`, clients must log in as user `hwrepo`
+    (job sandboxes that may reach the network while installing packages get no free access)."""
+    auth = ""
+    if password:
+        auth = "authorization {\n  user: hwrepo\n  password: " + json.dumps(password) + "\n}\n"
     conf = _private_file(
         data_dir / "nats" / "nats-server.conf",
-        _template("nats-server.conf", port=port, store_dir=(data_dir / "nats").resolve()),
+        _template(
+            "nats-server.conf", port=port, store_dir=(data_dir / "nats").resolve(), auth=auth
+        ),
     )
     return Server(
         name="nats-server",
@@ -229,7 +237,9 @@ def embedded_servers(settings: Settings) -> list[Server]:
     servers = []
     data_dir = settings.data_dir
     if settings.embedded_nats:
-        servers.append(nats_server(data_dir, settings.embedded.nats))
+        servers.append(
+            nats_server(data_dir, settings.embedded.nats, settings.secrets["nats_password"])
+        )
     if settings.embedded_s3:
         servers.append(
             s3_server(

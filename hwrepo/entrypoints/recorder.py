@@ -44,7 +44,7 @@ async def record_events(backends: Backends, nc: Client, stop: asyncio.Event) -> 
     while not stop.is_set():
         try:
             msgs = await sub.fetch(50, timeout=1)
-        except NatsTimeout:
+        except (NatsTimeout, TimeoutError):
             continue
         except Exception as exc:
             log.warning("recorder: fetch failed: %s", exc)

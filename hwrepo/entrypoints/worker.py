@@ -38,8 +38,6 @@ from hwrepo.domain.events import EVENTS_STREAM
 from hwrepo.service_layer import jobs, planner
 
 log = logging.getLogger("hwrepo.worker")
-ACK_WAIT_S = 60.0
-HEARTBEAT_S = 15.0
 
 
 @dataclass
@@ -49,15 +47,16 @@ class WorkerOptions:
     max_attempts: int = 3
     plan: bool = True
     cancel_superseded: bool = True
+    ack_wait_s: float = 60.0  # in-progress acks are sent every quarter of it
 
 
 async def _publish(js: JetStreamContext, event: events.Event) -> None:
     await eventbus.publish(js, event.nats_subject, event.to_json(), event.id)
 
 
-async def _keep_alive(msg: Msg) -> None:
+async def _keep_alive(msg: Msg, every_s: float) -> None:
     while True:
-        await asyncio.sleep(HEARTBEAT_S)
+        await asyncio.sleep(every_s)
         with contextlib.suppress(Exception):
             await msg.in_progress()
 
@@ -104,7 +103,7 @@ class Worker:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.nc.drain()
+            await self.nc.close()
 
     # -- planner -------------------------------------------------------------------------
     async def _plan_loop(self, js: JetStreamContext, stop: asyncio.Event) -> None:
@@ -114,7 +113,7 @@ class Worker:
             stream=EVENTS_STREAM,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=ACK_WAIT_S,
+                ack_wait=self.options.ack_wait_s,
                 max_deliver=10,
                 deliver_policy=DeliverPolicy.ALL,
             ),
@@ -122,7 +121,7 @@ class Worker:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(1, timeout=2)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):
                 continue
             for msg in msgs:
                 try:
@@ -134,7 +133,7 @@ class Worker:
     async def plan(self, js: JetStreamContext, msg: Msg) -> None:
         event = events.Event.from_json(msg.data)
         created = events.RevisionCreated.model_validate(event.data)
-        heartbeat = asyncio.create_task(_keep_alive(msg))
+        heartbeat = asyncio.create_task(_keep_alive(msg, self.options.ack_wait_s / 4))
         try:
             plan = await asyncio.to_thread(
                 planner.plan_revision, self.store, all_kinds(), created.manifest
@@ -184,7 +183,7 @@ class Worker:
             stream=eventbus.JOBS_STREAM,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=ACK_WAIT_S,
+                ack_wait=self.options.ack_wait_s,
                 # One delivery more than the attempts: that one only reports the failure.
                 max_deliver=self.options.max_attempts + 1,
             ),
@@ -193,7 +192,7 @@ class Worker:
             async with self.slots:
                 try:
                     msgs = await sub.fetch(1, timeout=2)
-                except NatsTimeout:
+                except (NatsTimeout, TimeoutError):
                     continue
                 for msg in msgs:
                     try:
@@ -228,7 +227,7 @@ class Worker:
             return
         kind = self.kinds[job.kind]
         await _publish(js, jobs.started_event(job, attempt))
-        heartbeat = asyncio.create_task(_keep_alive(msg))
+        heartbeat = asyncio.create_task(_keep_alive(msg, self.options.ack_wait_s / 4))
         try:
             finished = await asyncio.to_thread(jobs.execute, self.store, kind, job, self.dirs)
         finally:

@@ -48,7 +48,7 @@ async def _connect_and_serve(app: FastAPI, backends: Backends, stop: asyncio.Eve
             record_events(backends, nc, stop),
         )
     finally:
-        await nc.drain()
+        await nc.close()
 
 
 def create_app(

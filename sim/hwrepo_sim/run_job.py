@@ -1,0 +1,186 @@
+"""Build or test one simulation job with cocotb's runner (inside the sandbox).
+
+    python -m hwrepo_sim build JOB.json STATUS.json
+    python -m hwrepo_sim test JOB.json STATUS.json
+
+JOB.json (absolute paths, written by the worker):
+    simulator        "icarus" | "verilator"
+    toplevel         the HDL toplevel module
+    sources          HDL source files, in compile order
+    includes         include directories
+    defines          {name: value}
+    parameters       {name: value} (toplevel parameters, applied at build time)
+    timescale        [unit, precision] or null
+    build_args       extra compiler arguments
+    build_dir        where the build step builds and the test step finds the model
+    waves            "fst" | "vcd" | null (record no waveform)
+    test_modules     Python module names
+    test_dir         the simulator's working directory (the first module's directory)
+    python_path      directories put first on the testbench's sys.path
+    results_xml      where cocotb writes its JUnit results
+    waves_file       where the waveform goes (test step)
+    env              extra environment of the simulation
+    seed             COCOTB_RANDOM_SEED or null
+    tests            names of the tests to run ([]: all)
+
+STATUS.json, written at the end of the step whatever happened:
+    {"step", "ok", "error", "exit_code", "cocotb_version", "seconds"}
+cocotb's exit status says nothing about test failures: the worker reads results_xml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+WAVES_MODULE = "hwrepo_waves"
+
+
+def _get_runner(simulator: str) -> Any:
+    try:
+        from cocotb_tools.runner import get_runner  # cocotb 2.x
+    except ImportError:
+        from cocotb.runner import get_runner  # cocotb 1.x
+    return get_runner(simulator)
+
+
+def _cocotb_version() -> str:
+    try:
+        import cocotb
+
+        return str(cocotb.__version__)
+    except Exception:  # a broken environment is reported by the step itself
+        return "unknown"
+
+
+def _say(message: str) -> None:
+    print(f"hwrepo-sim: {message}", flush=True)
+
+
+def _icarus_waves_module(build_dir: Path, toplevel: str) -> Path:
+    """A second root module that dumps the toplevel into the file named by the plusarg
+    +hwrepo_waves=PATH (the same for every cocotb release; the path is chosen at test time,
+    so a cached build serves every job)."""
+    path = build_dir / f"{WAVES_MODULE}.v"
+    path.write_text(
+        f"module {WAVES_MODULE};\n"
+        "  string hwrepo_waves_path;\n"
+        "  initial begin\n"
+        '    if ($value$plusargs("hwrepo_waves=%s", hwrepo_waves_path)) begin\n'
+        "      $dumpfile(hwrepo_waves_path);\n"
+        f"      $dumpvars(0, {toplevel});\n"
+        "    end\n"
+        "  end\n"
+        "endmodule\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def build(job: dict[str, Any]) -> None:
+    simulator = job["simulator"]
+    build_dir = Path(job["build_dir"])
+    build_dir.mkdir(parents=True, exist_ok=True)
+    sources = [Path(s) for s in job["sources"]]
+    build_args = list(job["build_args"])
+    waves = job.get("waves")
+    runner_waves = False
+    if waves and simulator == "icarus":
+        sources.append(_icarus_waves_module(build_dir, job["toplevel"]))
+        build_args += ["-s", WAVES_MODULE]
+    elif waves and simulator == "verilator":
+        runner_waves = True
+        if waves == "fst":
+            build_args.append("--trace-fst")
+    timescale = tuple(job["timescale"]) if job.get("timescale") else None
+    _say(f"building {job['toplevel']} with {simulator} into {build_dir}")
+    runner = _get_runner(simulator)
+    runner.build(
+        sources=sources,
+        includes=[Path(i) for i in job["includes"]],
+        defines=dict(job["defines"]),
+        parameters=dict(job["parameters"]),
+        build_args=build_args,
+        hdl_toplevel=job["toplevel"],
+        build_dir=build_dir,
+        always=True,
+        timescale=timescale,
+        waves=runner_waves,
+    )
+
+
+def test(job: dict[str, Any]) -> int:
+    """Run the tests; the simulator's exit code (0 when it ended normally)."""
+    simulator = job["simulator"]
+    for entry in reversed(job["python_path"]):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    waves = job.get("waves")
+    waves_file = job.get("waves_file")
+    test_args: list[str] = []
+    plusargs: list[str] = []
+    if waves and waves_file:
+        if simulator == "icarus":
+            plusargs.append(f"+hwrepo_waves={waves_file}")
+        else:
+            test_args += ["--trace-file", waves_file]
+    env = dict(job.get("env") or {})
+    env.setdefault("COCOTB_RESULTS_ATTACHMENTS", waves_file if waves and waves_file else "")
+    kwargs: dict[str, Any] = {}
+    if job.get("seed") is not None:
+        kwargs["seed"] = int(job["seed"])
+    if job.get("tests"):
+        kwargs["testcase"] = list(job["tests"])
+    _say(f"testing {', '.join(job['test_modules'])} on {simulator} in {job['test_dir']}")
+    runner = _get_runner(simulator)
+    try:
+        runner.test(
+            test_module=list(job["test_modules"]),
+            hdl_toplevel=job["toplevel"],
+            hdl_toplevel_lang="verilog",
+            build_dir=Path(job["build_dir"]),
+            test_dir=Path(job["test_dir"]),
+            results_xml=str(job["results_xml"]),
+            test_args=test_args,
+            plusargs=plusargs,
+            extra_env=env,
+            waves=bool(waves),
+            **kwargs,
+        )
+    except SystemExit as exc:  # the runner exits with the simulator's failing exit code
+        code = exc.code if isinstance(exc.code, int) else 1
+        _say(f"the simulator exited with code {code}")
+        return code
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] not in {"build", "test"}:
+        print("usage: python -m hwrepo_sim {build,test} JOB.json STATUS.json", file=sys.stderr)
+        return 2
+    step, job_file, status_file = argv
+    start = time.monotonic()
+    status: dict[str, Any] = {"step": step, "ok": False, "error": None, "exit_code": None}
+    try:
+        job = json.loads(Path(job_file).read_text(encoding="utf-8"))
+        if step == "build":
+            build(job)
+            status["exit_code"] = 0
+        else:
+            status["exit_code"] = test(job)
+        status["ok"] = True
+    except BaseException as exc:  # every failure is reported in the status
+        status["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        traceback.print_exc()
+    status["cocotb_version"] = _cocotb_version()
+    status["seconds"] = round(time.monotonic() - start, 3)
+    tmp = Path(status_file + ".tmp")
+    tmp.write_text(json.dumps(status), encoding="utf-8")
+    os.replace(tmp, status_file)
+    sys.stdout.flush()
+    return 0 if status["ok"] else 1

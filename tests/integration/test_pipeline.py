@@ -1,0 +1,144 @@
+"""The check pipeline end to end: upload → planner → work queue → worker → events → recorder →
+API, on real servers and real tools (the RTL kinds here: pyverilog and Verilator)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hwrepo.config import Settings
+from hwrepo.entrypoints.api.app import create_app
+from hwrepo.service_layer import bootstrap
+from hwrepo.service_layer.backends import Backends
+from tests.conftest import Actor, make_actor
+from tests.pipeline import private_nats, running_worker, upload_dir, wait_for_checks
+
+DESIGNS = Path(__file__).resolve().parents[2] / "designs"
+
+
+@pytest.fixture
+def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Backends, TestClient]]:
+    with private_nats(tmp_path) as url:
+        own = settings.model_copy(update={"nats_urls": [url], "data_dir": tmp_path / "data"})
+        backends = Backends.from_settings(own)
+        bootstrap.ensure_bucket(backends)
+        asyncio.run(bootstrap.ensure_streams(own))
+        with TestClient(create_app(own, backends)) as client:
+            yield own, backends, client
+        backends.close()
+
+
+def _project(client: TestClient, actor: Actor, name: str) -> str:
+    r = client.post(
+        "/api/v1/projects",
+        json={"name": name, "kind": "hardware", "licence": "CERN-OHL-P-2.0"},
+        headers=actor.headers,
+    )
+    assert r.status_code == 201, r.text
+    return f"{actor.name}/{name}"
+
+
+def test_rtl_revision_is_checked_and_results_come_back(
+    stack: tuple[Settings, Backends, TestClient],
+) -> None:
+    settings, backends, client = stack
+    alice = make_actor(backends, "alice")
+    project = _project(client, alice, "lint")
+    with running_worker(settings, kinds=["rtl-lint", "rtl-structure"]):
+        rev = upload_dir(client, alice.headers, project, DESIGNS / "rtl-lint-findings")
+        body = wait_for_checks(client, project, rev["number"], timeout_s=120)
+    assert body["planned"] is True
+    by_kind = {c["kind"]: c for c in body["checks"]}
+    assert set(by_kind) == {"rtl-lint", "rtl-structure"}
+    lint = by_kind["rtl-lint"]
+    assert lint["state"] == "passed"  # warnings only; fail_on defaults to errors
+    assert body["state"] == "success"
+    assert lint["counts"]["total"] == 17
+    assert lint["counts"]["by_type"]["LATCH"] == 2
+
+    detail = client.get(lint["url"]).json()
+    assert detail["details"]["violations_total"] == 17
+    assert {a["name"] for a in detail["artifacts"]} >= {"log.txt", "result.sarif"}
+    latches = client.get(lint["url"] + "/violations", params={"type": "LATCH"}).json()
+    assert latches["total"] == 2 and all(v["type"] == "LATCH" for v in latches["items"])
+    sarif = client.get(lint["url"] + "/sarif")
+    assert sarif.status_code == 200
+    assert len(json.loads(sarif.content)["runs"][0]["results"]) == 17
+    log = client.get(lint["url"] + "/log", params={"limit": 100})
+    assert log.status_code == 200 and len(log.content) == 100
+    assert int(log.headers["X-Next-Offset"]) == 100
+
+    structure = client.get(by_kind["rtl-structure"]["url"]).json()
+    assert structure["state"] == "passed"
+    assert structure["details"]["tops"] == ["findings"]
+
+
+def test_revision_without_checkable_files_is_planned_with_no_checks(
+    stack: tuple[Settings, Backends, TestClient],
+) -> None:
+    settings, backends, client = stack
+    alice = make_actor(backends, "alice")
+    project = _project(client, alice, "docs")
+    r = client.post(
+        f"/api/v1/projects/{project}/revisions",
+        files=[("files", ("README.md", b"# notes\n"))],
+        headers=alice.headers,
+    )
+    assert r.status_code == 201
+    before = client.get(f"/api/v1/projects/{project}/revisions/1/checks").json()
+    assert before["state"] == "pending" and before["planned"] is False  # never a false green
+    with running_worker(settings, kinds=["rtl-lint"]):
+        body = wait_for_checks(client, project, 1, timeout_s=60)
+    assert body == {
+        "state": "success",
+        "planned": True,
+        "plan_errors": [],
+        "counts": body["counts"],
+        "checks": [],
+    }
+
+
+def test_waiver_and_rerun_change_the_verdict(
+    stack: tuple[Settings, Backends, TestClient],
+) -> None:
+    settings, backends, client = stack
+    alice = make_actor(backends, "alice")
+    project = _project(client, alice, "strict")
+    # Warnings fail this design, so the lint check fails...
+    (toml := settings.data_dir / "hwrepo.toml").parent.mkdir(parents=True, exist_ok=True)
+    toml.write_text('[rtl]\nfail_on = ["error", "warning"]\n')
+    files = [
+        ("files", ("hwrepo.toml", toml.read_bytes())),
+        *[
+            ("files", (p.relative_to(DESIGNS / "rtl-lint-findings").as_posix(), p.read_bytes()))
+            for p in sorted((DESIGNS / "rtl-lint-findings" / "rtl").glob("*.v"))
+        ],
+    ]
+    r = client.post(f"/api/v1/projects/{project}/revisions", files=files, headers=alice.headers)
+    assert r.status_code == 201, r.text
+    with running_worker(settings, kinds=["rtl-lint", "rtl-structure"]):
+        body = wait_for_checks(client, project, 1, timeout_s=120)
+        lint = next(c for c in body["checks"] if c["kind"] == "rtl-lint")
+        assert lint["state"] == "failed" and body["state"] == "failure"
+        # ... until every type is waived; the waived findings stay visible.
+        for vtype in lint["counts"]["by_type"]:
+            w = client.post(
+                f"/api/v1/projects/{project}/waivers",
+                json={"kind": "rtl-lint", "type": vtype, "reason": "known, on purpose"},
+                headers=alice.headers,
+            )
+            assert w.status_code == 201, w.text
+        rr = client.post(lint["url"] + "/rerun", headers=alice.headers)
+        assert rr.status_code == 202 and rr.json() == {"queued": [lint["id"]]}
+        body = wait_for_checks(client, project, 1, timeout_s=120)
+    lint2 = next(c for c in body["checks"] if c["kind"] == "rtl-lint")
+    assert lint2["run"] == 2 and lint2["state"] == "passed"
+    assert lint2["counts"]["waived"] == lint2["counts"]["total"] == 17
+    # A reader may look but not re-run.
+    bob = make_actor(backends, "bob")
+    assert client.post(lint["url"] + "/rerun", headers=bob.headers).status_code == 403
