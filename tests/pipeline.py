@@ -30,7 +30,7 @@ def running_worker(settings: Settings, **options: Any) -> Iterator[Worker]:
 
         async def go() -> None:
             task = asyncio.create_task(worker.run(stop))
-            while worker.nc is None or not worker.kinds and options.get("kinds") != []:
+            while worker.nc is None or (not worker.kinds and options.get("kinds") != []):
                 if task.done():
                     break
                 await asyncio.sleep(0.05)
@@ -72,7 +72,9 @@ def upload_dir(
     data = {"message": message}
     if directory:
         data["directory"] = directory
-    r = client.post(f"/api/v1/projects/{project}/revisions", files=files, data=data, headers=headers)
+    r = client.post(
+        f"/api/v1/projects/{project}/revisions", files=files, data=data, headers=headers
+    )
     assert r.status_code == 201, r.text
     return r.json()
 

@@ -142,3 +142,49 @@ def test_waiver_and_rerun_change_the_verdict(
     # A reader may look but not re-run.
     bob = make_actor(backends, "bob")
     assert client.post(lint["url"] + "/rerun", headers=bob.headers).status_code == 403
+
+
+def test_kicad_board_is_checked_with_waivers_and_exclusions(
+    stack: tuple[Settings, Backends, TestClient],
+) -> None:
+    settings, backends, client = stack
+    alice = make_actor(backends, "alice")
+    project = _project(client, alice, "board")
+    w = client.post(
+        f"/api/v1/projects/{project}/waivers",
+        json={"kind": "drc", "type": "silk_overlap", "reason": "the version label may overlap"},
+        headers=alice.headers,
+    )
+    assert w.status_code == 201
+    with running_worker(settings, kinds=["drc", "erc", "render"]):
+        upload_dir(
+            client, alice.headers, project, DESIGNS / "kicad-violations", directory="hw board"
+        )
+        body = wait_for_checks(client, project, 1, timeout_s=180)
+    by_kind = {c["kind"]: c for c in body["checks"]}
+    assert set(by_kind) == {"drc", "erc", "render"}
+    assert body["state"] == "failure"
+    drc = by_kind["drc"]
+    assert drc["name"] == "hw board/violations.kicad_pcb"
+    assert drc["state"] == "failed"
+    assert drc["counts"]["by_type"] == {
+        "clearance": 1,
+        "copper_edge_clearance": 1,
+        "silk_overlap": 1,
+        "unconnected_items": 1,
+    }
+    assert drc["counts"]["waived"] == 1 and drc["counts"]["excluded"] == 1
+    silk = client.get(drc["url"] + "/violations", params={"waived": True}).json()
+    assert [v["type"] for v in silk["items"]] == ["silk_overlap"]
+    erc = by_kind["erc"]
+    assert erc["name"] == "hw board/violations.kicad_sch"
+    assert erc["state"] == "failed"
+    assert erc["counts"]["by_type"] == {"pin_not_connected": 1, "power_pin_not_driven": 1}
+    render = client.get(by_kind["render"]["url"]).json()
+    assert render["state"] == "passed", render["summary"]
+    names = {a["name"] for a in render["artifacts"]}
+    assert {"pcb-3d.png", "bom.json", "netlist.json", "board.json"} <= names
+    png = client.get(by_kind["render"]["url"] + "/artifacts/pcb-3d.png")
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    detail = client.get(drc["url"]).json()
+    assert detail["details"]["kicad_version"].startswith("9.")
