@@ -321,7 +321,9 @@ class Simulation(CheckKind):
         assert result is not None
         details["sandbox"] = _sandbox_details(result)
         results_xml = ws.out / "results.xml"
-        have_xml = take_file(run_dir / "results.xml", results_xml)
+        # A run the sandbox stopped may have left a partial results file (or one written by a
+        # forked process): only the log is evidence then.
+        have_xml = not _stopped(result) and take_file(run_dir / "results.xml", results_xml)
         if waves_name and take_file(run_dir / waves_name, ws.out / waves_name):
             details["waves"] = waves_name
         status = step.status or {}
@@ -504,7 +506,7 @@ class Simulation(CheckKind):
                     key,
                     False,
                     seconds,
-                    _build_error(p.simulator, step.result, status),
+                    _build_error(p.simulator, step.result, status, src),
                     sandbox=sandbox,
                 )
             seal_tree(tmp)
@@ -584,7 +586,7 @@ class Simulation(CheckKind):
         seed = _seed_from_log(output)
         if details.get("seed") is None:
             details["seed"] = seed
-        if result.timed_out or (result.killed_reason and results_xml is None):
+        if _stopped(result):
             # The tests that ended before the stop, from the log; the one that was running (or
             # the first that did not pass: a forked process may have logged for it) is blamed,
             # and what the log says after it is not to be trusted.
@@ -617,6 +619,7 @@ class Simulation(CheckKind):
             return _finish(ws, "errored", f"{message} ({p.simulator})", details, message)
         try:
             tests = _tests_from_xml(results_xml, p.simulator, output, seed)
+            _relative_paths(tests, ws.src.resolve())
         except Exception as exc:  # any parse failure is "no verdict"
             message = f"cocotb's results.xml cannot be read: {exc}"
             return _finish(ws, "errored", f"{message} ({p.simulator})", details, message)
@@ -655,6 +658,22 @@ def _waves_format(p: JobParams) -> str | None:
     if p.simulator == "verilator" and not verilator_fst_supported():
         return "vcd"
     return "fst"
+
+
+def _relative_paths(tests: list[TestVerdict], src: Path) -> None:
+    """Revision paths instead of the workspace's in messages and tracebacks."""
+    prefix = f"{src}/"
+    for t in tests:
+        if t.message:
+            t.message = t.message.replace(prefix, "")
+        if t.traceback:
+            t.traceback = t.traceback.replace(prefix, "")
+
+
+def _stopped(result: SandboxResult) -> bool:
+    """Whether the sandbox ended the step (timeout, a limit, a signal) rather than the step
+    ending on its own."""
+    return result.timed_out or (result.exit_code is None and result.killed_reason is not None)
 
 
 def _sandbox_details(result: SandboxResult) -> dict[str, Any]:
@@ -715,7 +734,7 @@ def _errored(ws: Workspace, message: str, details: dict[str, Any]) -> CheckResul
     return _finish(ws, "errored", summary[:300], details, message)
 
 
-def _build_error(simulator: str, result: SandboxResult, status: dict[str, Any]) -> str:
+def _build_error(simulator: str, result: SandboxResult, status: dict[str, Any], src: Path) -> str:
     if result.killed_reason:
         return f"the {simulator} build was stopped by the sandbox: {result.killed_reason}"
     lines = result.output.splitlines()
@@ -729,8 +748,10 @@ def _build_error(simulator: str, result: SandboxResult, status: dict[str, Any]) 
         ]
     if not picked:
         picked = [ln for ln in lines if "rror" in ln][-10:] or lines[-10:]
-    error = status.get("error") or "the build failed"
-    return f"the {simulator} build failed: {error}\n" + "\n".join(picked[:20])
+    picked = [ln.replace(f"{src}/", "") for ln in picked[:20]]
+    if not picked:
+        picked = [status.get("error") or "see the log"]
+    return f"the {simulator} build failed: " + "\n".join(picked)
 
 
 def _no_results_reason(output: str, status: dict[str, Any], result: SandboxResult) -> str:
