@@ -8,8 +8,10 @@ from hwrepo.checks.erc import ErcKind
 from hwrepo.checks.render import RenderKind
 from hwrepo.checks.rtl_lint import RtlLint
 from hwrepo.checks.rtl_structure import RtlStructure
+from hwrepo.checks.simulation import SimulationKind
 
 KINDS: list[type[CheckKind]] = [
+    SimulationKind,
     DrcKind,
     ErcKind,
     RenderKind,

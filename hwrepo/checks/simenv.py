@@ -9,6 +9,9 @@ Environments (`envs/`)
   site-packages on its path) with the requirements installed against a constraint that keeps
   cocotb at the base's release: `ENV_KEY = sha256(cocotb, sorted requirements, python)`.
 
+pip installs wheels only (`--only-binary=:all:`): no package's build script runs while the
+install step has network access.
+
 Each is built once: under a lock file (`fcntl.flock`, so two workers never build the same one),
 into a temporary directory that is renamed into place when complete. `pip install` runs in the
 sandbox with network access (a requirement's build scripts are untrusted code) as the sandbox
@@ -370,7 +373,16 @@ def _build_env(
         if not made.ok:
             raise EnvError(f"python3 -m venv failed: {made.last_lines(5)}")
         site = tmp / "lib" / _python_tag() / "site-packages"
-        pip = [str(tmp / "bin" / "python"), "-m", "pip", "install", "--no-input"]
+        # Wheels only: no package's build script ever runs, so nothing untrusted executes
+        # while the sandbox has network access (loopback services included).
+        pip = [
+            str(tmp / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--no-input",
+            "--only-binary=:all:",
+        ]
         if base is None:
             argv = [*pip, f"cocotb=={cocotb}"]
         else:
@@ -396,7 +408,14 @@ def _build_env(
             raise EnvError(f"installing {what} did not finish within {ENV_BUILD_TIMEOUT_S:.0f} s")
         if not result.ok:
             reason = f" ({result.killed_reason})" if result.killed_reason else ""
-            raise EnvError(f"pip could not install {what}{reason}:\n{_pip_errors(result.output)}")
+            hint = ""
+            if "No matching distribution" in result.output:
+                hint = (
+                    "\n(only wheels are installed: a package published as source only is refused)"
+                )
+            raise EnvError(
+                f"pip could not install {what}{reason}:\n{_pip_errors(result.output)}{hint}"
+            )
         probe = run_sandboxed(
             [
                 str(tmp / "bin" / "python"),

@@ -54,6 +54,7 @@ import os
 import re
 import shutil
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -107,7 +108,10 @@ from hwrepo.checks.simulation_config import (
 from hwrepo.checks.tools import verilator_root
 from hwrepo.domain.media import media_type
 
-SIM_DIR = Path(__file__).resolve().parents[2] / "sim"
+# The in-sandbox entrypoint (package `hwrepo_sim`), bound read-only into every step.
+SIM_DIR = Path(
+    os.environ.get("HWREPO_SIM_DIR") or Path(__file__).resolve().parents[2] / "sim"
+).resolve()
 # Verilator's lint warnings are the rtl-lint kind's business: here they must not stop a build.
 DEFAULT_BUILD_ARGS: dict[str, list[str]] = {"icarus": [], "verilator": ["-Wno-fatal"]}
 MIN_STEP_S = 5.0
@@ -168,7 +172,7 @@ class _Build:
     sandbox: dict[str, Any] = field(default_factory=dict)
 
 
-class Simulation(CheckKind):
+class SimulationKind(CheckKind):
     name = "simulation"
     description = (
         "cocotb testbenches on Icarus Verilog and Verilator, sandboxed: a verdict per test, "
@@ -236,6 +240,13 @@ class Simulation(CheckKind):
     # ------------------------------------------------------------------------- running
 
     def run(self, job: Job, ws: Workspace, heartbeat: Callable[[], None]) -> CheckResult:
+        try:
+            return self._run(job, ws, heartbeat)
+        except Exception as exc:  # the worker must keep serving whatever happened here
+            _write(ws.log, "".join(traceback.format_exception(exc)))
+            return _errored(ws, f"the simulation job failed unexpectedly: {exc!r}", {})
+
+    def _run(self, job: Job, ws: Workspace, heartbeat: Callable[[], None]) -> CheckResult:
         started = time.monotonic()
         ws.create()
         log = ws.log
@@ -272,6 +283,12 @@ class Simulation(CheckKind):
             return _errored(ws, f"the Python environment could not be made: {exc}", details)
         except OSError as exc:
             return _errored(ws, f"the Python environment could not be made: {exc}", details)
+        if not env.built:
+            extra = f" + {' '.join(p.requirements)}" if p.requirements else ""
+            _write(
+                log,
+                f"== Python environment {env.key} (cocotb {env.cocotb_version}{extra}): cached\n",
+            )
         details["cocotb_version"] = env.cocotb_version
         details["environment"] = {
             "key": env.key,
@@ -881,7 +898,7 @@ def _tests_from_xml(
         for case in suite:
             props = {p.name: p.value for ps in case.iterchildren(Properties) for p in ps}
             status = "passed"
-            message = traceback = None
+            message = trace = None
             for res in case.result:
                 if isinstance(res, Failure):
                     status = "failed"
@@ -894,14 +911,14 @@ def _tests_from_xml(
                 kind = res.type
                 text = res.message or ""
                 message = f"{kind}: {text}" if kind and text else (kind or text or None)
-                traceback = (res.text or "").strip() or None
+                trace = (res.text or "").strip() or None
             name = case.name or "?"
             if status in {"failed", "errored"} and (
                 message is None or message.startswith("Test failed with RANDOM_SEED")
             ):
                 log_message, log_tb = _failure_from_log(output, name)
                 message = log_message or message
-                traceback = traceback or log_tb
+                trace = trace or log_tb
             if message and message.startswith("MemoryError"):
                 limit = SandboxLimits().memory_bytes / 1024**3
                 message += f" (a simulation may use {limit:g} GiB of address space)"
@@ -916,7 +933,7 @@ def _tests_from_xml(
                     sim_time_ns=_float(sim_time),
                     wall_s=_float(case.time),
                     message=(message or None) and message[:MESSAGE_LIMIT],
-                    traceback=(traceback or None) and traceback[:TRACEBACK_LIMIT],
+                    traceback=(trace or None) and trace[:TRACEBACK_LIMIT],
                     seed=seed,
                 )
             )

@@ -18,7 +18,8 @@ detected (below). Other top-level tables (`[rtl]`, `[kicad]`, ...) belong to oth
     timescale = "1ns/1ps"             # default `timescale for modules without one
     build_args = { verilator = ["-Wno-WIDTHEXPAND"], icarus = [] }  # extra compiler flags
 
-    [[testbench]]                     # one or more; none: testbenches are detected
+    [[testbench]]                     # one or more (then no other testbench of this directory
+                                      # is detected); none: testbenches are detected
     name = "counter"                  # shown in the job name (default: the first module's path)
     modules = ["tests/test_counter.py"]   # cocotb test modules (required); the first one's
                                       # directory is the simulator's working directory
@@ -51,7 +52,7 @@ Detection (no manifest, or a manifest without `[[testbench]]`)
   module no other module instantiates (hierarchy from pyverilog, or a plain scan of the text
   when pyverilog cannot parse the sources, e.g. SystemVerilog).
 * Requirements: a `requirements.txt` beside the testbench, else in the design directory; a
-  `cocotb` line in it chooses the cocotb release.
+  `cocotb` line in it chooses the cocotb release. Requirements are installed from wheels only.
 * Defaults: Icarus only; cocotb 2.1.0; timescale 1ns/1ps unless every source declares one.
 
 Everything found, and why, goes into `PlannedJob.detected`.
@@ -70,10 +71,19 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
-from packaging.version import Version
+try:
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.specifiers import SpecifierSet
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+except ImportError:  # without `packaging` installed on its own, the copy inside pip
+    from pip._vendor.packaging.requirements import (  # type: ignore[no-redef]
+        InvalidRequirement,
+        Requirement,
+    )
+    from pip._vendor.packaging.specifiers import SpecifierSet  # type: ignore[no-redef]
+    from pip._vendor.packaging.utils import canonicalize_name  # type: ignore[no-redef]
+    from pip._vendor.packaging.version import Version  # type: ignore[no-redef]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MANIFEST = "hwrepo.toml"
@@ -424,10 +434,6 @@ def _join(directory: str, rel: str) -> str:
         elif part not in {".", ""}:
             parts.append(part)
     return "/".join(parts)
-
-
-def _rel(path: str, directory: str) -> str:
-    return path[len(directory) + 1 :] if directory else path
 
 
 def _ignored(path: str) -> bool:
@@ -822,7 +828,7 @@ def resolve_testbench(
     else:
         texts = {
             p: revision.text(p) or ""
-            for p in sorted(set(sources) | set(_headers(revision, includes)))
+            for p in sorted(set(sources) | set(_include_files(revision, includes)))
         }
         modules_found, how = hierarchy(texts, sources, includes, defines)
         detected["hierarchy"] = modules_found
@@ -924,10 +930,7 @@ def resolve_testbench(
         "waves": bench.waves if bench else True,
     }
     inputs = _inputs_for(revision, design_dir, sources, includes, python_path, extra_files)
-    if bench is not None and bench.name:
-        name = bench.name
-    else:
-        name = ", ".join(_rel(m, "") for m in modules)
+    name = bench.name if bench is not None and bench.name else ", ".join(modules)
     return Testbench(
         name=name,
         design_dir=design_dir,
@@ -939,7 +942,7 @@ def resolve_testbench(
     )
 
 
-def _headers(revision: FileSource, includes: list[str]) -> list[str]:
+def _include_files(revision: FileSource, includes: list[str]) -> list[str]:
     return [
         p
         for inc in includes
