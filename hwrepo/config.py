@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     worker_kinds: list[str] | None = None  # None: every kind this machine can run
     job_max_attempts: int = 3  # deliveries of a job before it ends errored
     job_ack_wait_s: float = 60.0  # a job whose worker went silent this long is redelivered
+    worker_cache_dir: Path | None = None  # blobs, environments, model builds (default: data dir)
     cancel_superseded: bool = True  # a newer revision cancels an older one's queued jobs
 
     @classmethod

@@ -625,9 +625,7 @@ class KicadEnv:
         return Path(self.paths[f"KICAD{self.major}_3DMODEL_DIR"])
 
     def run(self, args: list[str], *, cwd: Path, timeout_s: float, log: Path) -> ToolRun:
-        return run_tool(
-            [self.cli, *args], cwd=cwd, timeout_s=max(timeout_s, 1.0), env=self.env, log=log
-        )
+        return run_tool([self.cli, *args], cwd=cwd, timeout_s=timeout_s, env=self.env, log=log)
 
     def variables(self, project_dir: Path | None) -> dict[str, str]:
         """Path variables as KiCad resolves them in library tables and model paths."""

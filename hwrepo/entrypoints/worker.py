@@ -66,7 +66,7 @@ class Worker:
         self.settings = settings
         self.options = options
         self.store: ObjectStore = store_from_settings(settings)
-        self.dirs = jobs.WorkerDirs(settings.data_dir / "worker")
+        self.dirs = jobs.WorkerDirs(settings.worker_cache_dir or settings.data_dir / "worker")
         self.kinds: dict[str, CheckKind] = {}
         self.nc: Client | None = None
         self.slots = asyncio.Semaphore(max(1, options.concurrency))
