@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from tests.conftest import Actor, make_actor
 from tests.pipeline import private_nats, running_worker, upload_dir, wait_for_checks
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
+SIM_CACHE = Path(os.environ.get("HWREPO_TEST_CACHE", "/tmp/hwrepo-test-cache")) / "worker"
 
 
 @pytest.fixture
@@ -188,3 +191,68 @@ def test_kicad_board_is_checked_with_waivers_and_exclusions(
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     detail = client.get(drc["url"]).json()
     assert detail["details"]["kicad_version"].startswith("9.")
+
+
+def test_simulation_verdicts_through_the_api(
+    stack: tuple[Settings, Backends, TestClient],
+) -> None:
+    settings, backends, client = stack
+    settings = settings.model_copy(update={"worker_cache_dir": SIM_CACHE})
+    alice = make_actor(backends, "alice")
+    project = _project(client, alice, "fifo")
+    with running_worker(settings, kinds=["simulation"]):
+        upload_dir(client, alice.headers, project, DESIGNS / "rtl-axis-fifo")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            body = client.get(f"/api/v1/projects/{project}/revisions/1/checks").json()
+            sims = [c for c in body["checks"] if c["kind"] == "simulation"]
+            if sims and all(c["state"] not in {"queued", "running"} for c in sims):
+                break
+            time.sleep(0.5)
+    (sim,) = sims
+    assert sim["name"] == "tests/test_axis_fifo.py · icarus"
+    assert sim["state"] == "failed"  # one test fails on purpose
+    assert sim["counts"] == {"passed": 5, "failed": 1, "skipped": 0, "errored": 0}
+    detail = client.get(sim["url"]).json()
+    verdicts = {t["name"]: t["status"] for t in detail["details"]["tests"]}
+    assert verdicts == {
+        "test_single_frame_passthrough": "passed",
+        "test_frames_keep_order_and_boundaries": "passed",
+        "test_backpressure_fills_fifo": "passed",
+        "test_full_throughput": "passed",
+        "test_reset_flushes_contents": "passed",
+        "test_known_failure_wrong_expected_order": "failed",
+    }
+    failed = next(t for t in detail["details"]["tests"] if t["status"] == "failed")
+    assert "AssertionError" in failed["message"] or "FIFO order" in failed["message"]
+    assert detail["detected"]["toplevel"] == "axis_fifo"
+    xml = client.get(sim["url"] + "/artifacts/results.xml")
+    assert xml.status_code == 200 and b"<testsuite" in xml.content
+    wave = client.get(sim["url"] + "/waveform")
+    assert wave.status_code == 200 and len(wave.content) > 100
+    log = client.get(sim["url"] + "/log")
+    assert log.status_code == 200 and b"test_known_failure_wrong_expected_order" in log.content
+
+
+def test_a_newer_revision_cancels_the_queued_jobs_of_an_older_one(
+    stack: tuple[Settings, Backends, TestClient],
+) -> None:
+    settings, backends, client = stack
+    alice = make_actor(backends, "alice")
+    project = _project(client, alice, "busy")
+    # Two revisions are planned before any job worker runs.
+    upload_dir(client, alice.headers, project, DESIGNS / "rtl-counter" / "rtl", message="one")
+    upload_dir(client, alice.headers, project, DESIGNS / "rtl-counter" / "rtl", message="two")
+    with running_worker(settings, kinds=[], plan=True):
+        deadline = time.monotonic() + 60
+        url = f"/api/v1/projects/{project}/revisions/{{}}/checks"
+        while not all(client.get(url.format(n)).json()["planned"] for n in (1, 2)):
+            assert time.monotonic() < deadline, "the planner did not plan both revisions"
+            time.sleep(0.2)
+    with running_worker(settings, kinds=["rtl-lint", "rtl-structure"], plan=False):
+        old = wait_for_checks(client, project, 1, timeout_s=120)
+        new = wait_for_checks(client, project, 2, timeout_s=120)
+    assert {c["state"] for c in old["checks"]} == {"cancelled"}
+    assert all("superseded" in c["summary"] for c in old["checks"])
+    assert old["state"] == "failure"
+    assert {c["state"] for c in new["checks"]} == {"passed"}
