@@ -87,7 +87,7 @@ class Settings(BaseSettings):
 
     # Check workers (`hwrepo worker`; `hwrepo up` starts `workers` of them).
     workers: int = 1
-    worker_concurrency: int = 1  # jobs one worker process runs at once (per kind)
+    worker_concurrency: int = 1  # jobs one worker process runs at once
     worker_kinds: list[str] | None = None  # None: every kind this machine can run
     job_max_attempts: int = 3  # deliveries of a job before it ends errored
     job_ack_wait_s: float = 60.0  # a job whose worker went silent this long is redelivered

@@ -120,7 +120,7 @@ def worker(
     kinds: Annotated[
         str | None, typer.Option(help="Comma-separated check kinds to take (default: all)")
     ] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Jobs at once per kind")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs run at once")] = None,
     plan: Annotated[bool, typer.Option(help="Also plan revisions into checks")] = True,
 ) -> None:
     """Run a check worker (and planner): needs S3 and NATS, never the database."""

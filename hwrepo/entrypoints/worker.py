@@ -43,7 +43,7 @@ log = logging.getLogger("hwrepo.worker")
 @dataclass
 class WorkerOptions:
     kinds: list[str] | None = None  # None: every kind this machine can run
-    concurrency: int = 1
+    concurrency: int = 1  # jobs this process runs at once, whatever their kinds
     max_attempts: int = 3
     plan: bool = True
     cancel_superseded: bool = True
@@ -94,8 +94,7 @@ class Worker:
         if self.options.plan:
             tasks.append(asyncio.create_task(self._plan_loop(js, stop)))
         for name in self.kinds:
-            for _ in range(max(1, self.options.concurrency)):
-                tasks.append(asyncio.create_task(self._job_loop(js, name, stop)))
+            tasks.append(asyncio.create_task(self._job_loop(js, name, stop)))
         log.info("worker ready: planning=%s kinds=%s", self.options.plan, sorted(self.kinds))
         try:
             await stop.wait()
@@ -189,16 +188,25 @@ class Worker:
             ),
         )
         while not stop.is_set():
-            async with self.slots:
+            # Ask for a job only while this process has a free slot, and hold the slot only
+            # while a job runs: an idle kind must not keep another kind's job waiting.
+            if self.slots.locked():
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                msgs = await sub.fetch(1, timeout=1)
+            except (NatsTimeout, TimeoutError):
+                continue
+            for msg in msgs:
+                keep_alive = asyncio.create_task(_keep_alive(msg, self.options.ack_wait_s / 4))
                 try:
-                    msgs = await sub.fetch(1, timeout=2)
-                except (NatsTimeout, TimeoutError):
-                    continue
-                for msg in msgs:
-                    try:
+                    async with self.slots:
+                        keep_alive.cancel()
                         await self.handle(js, msg)
-                    except Exception:
-                        log.exception("job handling failed; it will be redelivered")
+                except Exception:
+                    log.exception("job handling failed; it will be redelivered")
+                finally:
+                    keep_alive.cancel()
 
     async def handle(self, js: JetStreamContext, msg: Msg) -> None:
         job = Job.model_validate_json(msg.data)
