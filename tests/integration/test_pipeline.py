@@ -80,6 +80,11 @@ def test_rtl_revision_is_checked_and_results_come_back(
     assert structure["state"] == "passed"
     assert structure["details"]["tops"] == ["findings"]
 
+    page = client.get(f"/{project}")
+    assert page.status_code == 200
+    assert 'class="state state-success">success' in page.text
+    assert "17 warnings" in page.text
+
 
 def test_revision_without_checkable_files_is_planned_with_no_checks(
     stack: tuple[Settings, Backends, TestClient],

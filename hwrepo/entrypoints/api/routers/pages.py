@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from hwrepo.adapters.db.index import ProjectQuery
 from hwrepo.domain.model import ProjectKind
 from hwrepo.entrypoints.api.deps import BackendsDep
-from hwrepo.service_layer import projects, revisions
+from hwrepo.service_layer import checks, projects, revisions
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
@@ -53,12 +53,20 @@ async def project_page(
     project, items, _ = await run_in_threadpool(
         revisions.list_revisions, backends, None, owner, name, 1, 50
     )
-    shown = None
+    shown, state, found = None, None, []
     number = revision or (items[0].revision.number if items else None)
     if number is not None:
-        _, shown = await run_in_threadpool(
-            revisions.get_revision, backends, None, owner, name, number
+        _, shown, state, _, _, found = await run_in_threadpool(
+            checks.list_checks, backends, None, owner, name, number
         )
     return templates.TemplateResponse(
-        request, "project.html", {"project": project, "revisions": items, "shown": shown}
+        request,
+        "project.html",
+        {
+            "project": project,
+            "revisions": items,
+            "shown": shown,
+            "state": state,
+            "checks": found,
+        },
     )
