@@ -66,7 +66,10 @@ def _backends(settings: Settings) -> Iterator[Backends]:
             server.start()
             started.append(server)
         backends = Backends.from_settings(settings)
-        bootstrap.ensure_bucket(backends)
+        if started:  # a server that was just started answers before it can make buckets
+            bootstrap.ensure_bucket(backends)
+        else:
+            backends.store.ensure_bucket()
         try:
             yield backends
         finally:

@@ -70,7 +70,10 @@ def create_app(
         finally:
             stop.set()
             if task is not None:
-                await task
+                # A moment to finish what is in flight, then stop waiting: an unacked event is
+                # redelivered and an unmarked outbox row republished, both harmlessly.
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(task, timeout=0.5)
             if own:
                 app.state.backends.close()
 

@@ -1,0 +1,163 @@
+"""Backing services going away: S3 down makes uploads and downloads 503 and leaves nothing
+half-written; NATS down keeps uploads working (events wait in the outbox) and the events go out
+once NATS is back. Each test kills its own throwaway server, never the shared ones."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.testclient import TestClient
+from nats.aio.msg import Msg
+from sqlalchemy import select
+
+from hwrepo.adapters import eventbus
+from hwrepo.adapters.db.orm import OutboxRow
+from hwrepo.config import Settings
+from hwrepo.domain import events
+from hwrepo.entrypoints import embedded
+from hwrepo.entrypoints.api.app import create_app
+from hwrepo.service_layer.backends import Backends
+from tests.conftest import make_actor, prepare_backends
+from tests.integration.helpers import (
+    API,
+    assert_problem,
+    collect,
+    create_project,
+    revision_total,
+    subscribe_events,
+    upload,
+    uploaded,
+)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _readiness(client: TestClient) -> tuple[int, dict[str, str]]:
+    r = client.get("/readyz")
+    return r.status_code, r.json()["checks"]
+
+
+def test_s3_down_is_503_and_nothing_is_half_written(
+    settings: Settings, throwaway_s3: embedded.Server
+) -> None:
+    s3_settings = settings.model_copy(
+        update={"s3_endpoint": f"http://127.0.0.1:{throwaway_s3.ready_port}"}
+    )
+    backends = prepare_backends(s3_settings)
+    try:
+        alice = make_actor(backends, "alice")
+        with TestClient(create_app(s3_settings, backends)) as client:
+            project = create_project(client, alice, "blinky")
+            assert uploaded(client, alice, "alice/blinky", {"a.txt": b"first"})["number"] == 1
+            wait_for("ready", lambda: _readiness(client)[0] == 200)
+            stored = set(backends.store.list_keys(""))
+            assert f"projects/{project['id']}/revisions/0000000001.json" in stored
+
+            throwaway_s3.kill()
+            started = time.monotonic()
+            r = upload(client, alice, "alice/blinky", {"b.txt": b"never stored"}, message="lost")
+            problem = assert_problem(r, 503)
+            assert problem["title"] == "Service unavailable"
+            assert problem["detail"].startswith("S3 object storage is unreachable")
+            assert r.headers["retry-after"] == "5"
+            assert time.monotonic() - started < 20
+            status, checks = _readiness(client)
+            assert status == 503
+            assert checks["s3"].startswith("S3 object storage is unreachable"), checks
+            assert (checks["nats"], checks["database"]) == ("ok", "ok")
+            # Project documents live in S3 too: creating one fails whole.
+            r = client.post(
+                API,
+                json={"name": "other", "kind": "hardware", "licence": "MIT"},
+                headers=alice.headers,
+            )
+            assert_problem(r, 503)
+            # File bytes come from S3; the index keeps answering the rest.
+            for url in ("revisions/1/files/a.txt", "revisions/1/archive.zip"):
+                assert_problem(client.get(f"{API}/alice/blinky/{url}"), 503)
+            assert revision_total(client, alice, "alice/blinky") == 1
+            assert client.get(f"{API}/alice/blinky/revisions/1").status_code == 200
+
+            throwaway_s3.start()  # the same data directory and ports
+            wait_for("S3 back", lambda: _readiness(client)[0] == 200)
+            assert revision_total(client, alice, "alice/blinky") == 1
+            assert_problem(client.get(f"{API}/alice/other", headers=alice.headers), 404)
+            assert set(backends.store.list_keys("")) == stored  # no blob, manifest or document
+            r = uploaded(client, alice, "alice/blinky", {"b.txt": b"stored now"}, message="again")
+            assert (r["number"], r["new_bytes"]) == (2, len(b"stored now"))
+            assert client.get(f"{API}/alice/blinky/revisions/1/files/a.txt").content == b"first"
+    finally:
+        backends.close()
+
+
+async def _stored_events(settings: Settings, project_id: str) -> list[Msg]:
+    """Every revision.created of the project the stream holds."""
+    nc = await eventbus.connect(settings, name="test-outage")
+    try:
+        sub = await subscribe_events(nc, "revision.created", from_start=True)
+        return await collect(sub, project_id, count=2, timeout=1.5)
+    finally:
+        await nc.close()
+
+
+def _outbox_row(backends: Backends, event_id: str) -> OutboxRow | None:
+    with backends.reading() as index:
+        return index.session.scalars(select(OutboxRow).where(OutboxRow.id == event_id)).first()
+
+
+def test_nats_down_keeps_uploads_and_publishes_when_back(
+    settings: Settings, throwaway_nats: embedded.Server
+) -> None:
+    nats_settings = settings.model_copy(
+        update={"nats_urls": [f"nats://127.0.0.1:{throwaway_nats.ready_port}"]}
+    )
+    backends = prepare_backends(nats_settings)
+    try:
+        alice = make_actor(backends, "alice")
+        with TestClient(create_app(nats_settings, backends)) as client:
+            wait_for("ready", lambda: _readiness(client)[0] == 200)
+            project = create_project(client, alice, "blinky")
+
+            throwaway_nats.kill()
+            _, checks = wait_for(
+                "NATS reported down",
+                lambda: (ready := _readiness(client))[0] == 503 and ready,
+                timeout=10,
+            )
+            assert checks["nats"].startswith("NATS JetStream is unreachable"), checks
+            assert (checks["s3"], checks["database"]) == ("ok", "ok")
+
+            # Uploads still work; the event waits in the outbox.
+            revision = uploaded(client, alice, "alice/blinky", {"a.txt": b"a"}, message="offline")
+            event_id = events.event_id("revision.created", revision["id"])
+            row = _outbox_row(backends, event_id)
+            assert row is not None and row.published_at is None
+
+            throwaway_nats.start()  # the same data directory (the stream) and port
+            wait_for("ready again", lambda: _readiness(client)[0] == 200)
+            published = wait_for(
+                "the event published",
+                lambda: (row := _outbox_row(backends, event_id)) and row.published_at,
+            )
+            assert published is not None
+
+        msgs = asyncio.run(_stored_events(nats_settings, project["id"]))
+        assert [m.headers["Nats-Msg-Id"] for m in msgs if m.headers] == [event_id]
+        event = json.loads(msgs[0].data)
+        assert (event["revision"], event["data"]["message"]) == (1, "offline")
+    finally:
+        backends.close()
