@@ -91,6 +91,33 @@ class Job(BaseModel):
     def job_id(self) -> str:
         return f"{self.check_id}.{self.run}"
 
+    @classmethod
+    def planned(
+        cls,
+        planned: PlannedJob,
+        *,
+        kind: str,
+        check_id: str,
+        revision: RevisionFiles,
+        waivers: list[Waiver] | None = None,
+    ) -> Job:
+        """The job a planner queues for `planned`: its inputs picked from the revision's files,
+        with the waivers that apply to its kind."""
+        wanted = set(planned.inputs) if planned.inputs is not None else None
+        return cls(
+            check_id=check_id,
+            kind=kind,
+            name=planned.name,
+            params=planned.params,
+            inputs=[f for f in revision.files if wanted is None or f.path in wanted],
+            timeout_s=planned.timeout_s,
+            project=revision.project,
+            project_id=revision.project_id,
+            revision=revision.number,
+            revision_id=revision.revision_id,
+            waivers=[w for w in waivers or [] if w.kind in {"*", kind}],
+        )
+
 
 @dataclass
 class Artifact:
@@ -210,19 +237,7 @@ class LocalRevision:
 
     def job(self, planned: PlannedJob, kind: str, check_id: str = "local-check") -> Job:
         """The Job a planner would queue for `planned`."""
-        wanted = set(planned.inputs) if planned.inputs is not None else None
-        return Job(
-            check_id=check_id,
-            kind=kind,
-            name=planned.name,
-            params=planned.params,
-            inputs=[f for f in self.files if wanted is None or f.path in wanted],
-            timeout_s=planned.timeout_s,
-            project=self.project,
-            project_id=self.project_id,
-            revision=self.number,
-            revision_id=self.revision_id,
-        )
+        return Job.planned(planned, kind=kind, check_id=check_id, revision=self)
 
     def workspace(self, job: Job, root: Path, cache: Path) -> Workspace:
         """A workspace whose src holds the job's inputs, as a worker would lay it out."""

@@ -16,6 +16,7 @@ from hwrepo.domain import events
 from hwrepo.domain.checks import Check, CheckState, RevisionState, accepts, revision_state
 from hwrepo.domain.errors import Invalid, NotFound
 from hwrepo.domain.model import Project, Revision, Role, User
+from hwrepo.service_layer import jobs
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.projects import require_role, visible_project
 from hwrepo.service_layer.revisions import get_revision
@@ -244,23 +245,7 @@ def rerun(
                     "waivers": [w for w in waivers if w.kind in {"*", job.kind}],
                 }
             )
-            queued = events.make_event(
-                events.CheckQueued(
-                    check_id=job.check_id,
-                    run=job.run,
-                    revision_id=job.revision_id,
-                    project_id=job.project_id,
-                    number=job.revision,
-                    kind=job.kind,
-                    name=job.name,
-                    detected=row.detected,
-                    job=job.model_dump(mode="json"),
-                ),
-                id=events.event_id("check.queued", job.check_id, str(job.run)),
-                project=project.full_name,
-                project_id=project.id,
-                revision=number,
-            )
+            queued = jobs.queued_event(job, row.detected)
             _queued(index, queued)
             index.add_event(queued)
             index.add_message(job_subject(job.kind), job.model_dump_json(), job.job_id)

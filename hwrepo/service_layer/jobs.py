@@ -76,6 +76,34 @@ def materialise(store: ObjectStore, job: Job, ws: Workspace, dirs: WorkerDirs) -
         shutil.copyfile(fetch_blob(store, entry, dirs), target)
 
 
+def job_event(job: Job, data: events.EventData, *id_parts: str) -> events.Event:
+    """An event about a job's check; its id is derived from (type, check, run, id_parts)."""
+    return events.make_event(
+        data,
+        id=events.event_id(data.TYPE, job.check_id, str(job.run), *id_parts),
+        project=job.project,
+        project_id=job.project_id,
+        revision=job.revision,
+    )
+
+
+def queued_event(job: Job, detected: dict[str, Any]) -> events.Event:
+    return job_event(
+        job,
+        events.CheckQueued(
+            check_id=job.check_id,
+            run=job.run,
+            revision_id=job.revision_id,
+            project_id=job.project_id,
+            number=job.revision,
+            kind=job.kind,
+            name=job.name,
+            detected=detected,
+            job=job.model_dump(mode="json"),
+        ),
+    )
+
+
 def finished_event(
     job: Job,
     state: str,
@@ -86,7 +114,8 @@ def finished_event(
     artifacts: list[dict[str, Any]] | None = None,
     started: Any = None,
 ) -> events.Event:
-    return events.make_event(
+    return job_event(
+        job,
         events.CheckFinished(
             check_id=job.check_id,
             run=job.run,
@@ -103,15 +132,12 @@ def finished_event(
             started=started,
             finished=utcnow(),
         ),
-        id=events.event_id("check.finished", job.check_id, str(job.run)),
-        project=job.project,
-        project_id=job.project_id,
-        revision=job.revision,
     )
 
 
 def started_event(job: Job, attempt: int) -> events.Event:
-    return events.make_event(
+    return job_event(
+        job,
         events.CheckStarted(
             check_id=job.check_id,
             run=job.run,
@@ -120,10 +146,7 @@ def started_event(job: Job, attempt: int) -> events.Event:
             worker=WORKER_NAME,
             attempt=attempt,
         ),
-        id=events.event_id("check.started", job.check_id, str(job.run), str(attempt)),
-        project=job.project,
-        project_id=job.project_id,
-        revision=job.revision,
+        str(attempt),
     )
 
 

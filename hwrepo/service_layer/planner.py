@@ -18,6 +18,7 @@ from hwrepo.checks.base import CheckKind, Job, PlannedJob, Waiver
 from hwrepo.domain import events
 from hwrepo.domain.documents import revision_from_manifest
 from hwrepo.domain.model import FileEntry
+from hwrepo.service_layer import jobs
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +55,7 @@ class PlannedCheck:
     planned: PlannedJob
 
     def queued_event(self) -> events.Event:
-        job = self.job
-        return events.make_event(
-            events.CheckQueued(
-                check_id=job.check_id,
-                run=job.run,
-                revision_id=job.revision_id,
-                project_id=job.project_id,
-                number=job.revision,
-                kind=job.kind,
-                name=job.name,
-                detected=self.planned.detected,
-                job=job.model_dump(mode="json"),
-            ),
-            id=events.event_id("check.queued", job.check_id, str(job.run)),
-            project=job.project,
-            project_id=job.project_id,
-            revision=job.revision,
-        )
+        return jobs.queued_event(self.job, self.planned.detected)
 
 
 @dataclass
@@ -142,19 +126,12 @@ def plan_revision(store: ObjectStore, kinds: list[CheckKind], manifest_key: str)
                 plan.errors.append(f"{kind.name}: two jobs named {planned.name!r}; kept the first")
                 continue
             seen.add(planned.name)
-            wanted = set(planned.inputs) if planned.inputs is not None else None
-            job = Job(
-                check_id=check_id(revision.revision_id, kind.name, planned.name),
+            job = Job.planned(
+                planned,
                 kind=kind.name,
-                name=planned.name,
-                params=planned.params,
-                inputs=[f for f in revision.files if wanted is None or f.path in wanted],
-                timeout_s=planned.timeout_s,
-                project=revision.project,
-                project_id=revision.project_id,
-                revision=revision.number,
-                revision_id=revision.revision_id,
-                waivers=[w for w in waivers if w.kind in {"*", kind.name}],
+                check_id=check_id(revision.revision_id, kind.name, planned.name),
+                revision=revision,
+                waivers=waivers,
             )
             plan.checks.append(PlannedCheck(job, planned))
     store.put_json(plan_key(plan.project_id, plan.number), plan.document())
