@@ -111,6 +111,7 @@ def test_revision_without_checkable_files_is_planned_with_no_checks(
     }
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
 def test_waiver_and_rerun_change_the_verdict(
     stack: tuple[Settings, Backends, TestClient],
 ) -> None:
