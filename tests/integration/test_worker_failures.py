@@ -133,13 +133,13 @@ def _upload(client: TestClient, settings: Settings, backends: Backends) -> str:
     return "alice/slow"
 
 
-async def _finished_events(settings: Settings, check_id: str) -> int:
+async def _events(settings: Settings, event_type: str, check_id: str) -> int:
     from hwrepo.adapters import eventbus
 
     nc = await eventbus.connect(settings, name="count")
     try:
         sub = await nc.jetstream().subscribe(
-            "hwrepo.events.check.finished", stream=EVENTS_STREAM, ordered_consumer=True
+            f"hwrepo.events.{event_type}", stream=EVENTS_STREAM, ordered_consumer=True
         )
         count = 0
         while True:
@@ -173,7 +173,10 @@ def test_killed_worker_job_is_redelivered_and_finishes_once(
     assert check["id"] == running["id"]
     assert check["state"] == "passed", check["summary"]
     assert check["run"] == 1
-    assert asyncio.run(_finished_events(settings, check["id"])) == 1
+    assert asyncio.run(_events(settings, "check.finished", check["id"])) == 1
+    # Started twice: by the killed worker, then once more — the second run lasted three times
+    # the ack wait and was kept alive by in-progress acks, not redelivered again.
+    assert asyncio.run(_events(settings, "check.started", check["id"])) == 2
     records = [
         k
         for k in backends.store.list_keys("results/")
