@@ -69,7 +69,7 @@ import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 try:
     from packaging.requirements import InvalidRequirement, Requirement
@@ -84,7 +84,14 @@ except ImportError:  # without `packaging` installed on its own, the copy inside
     from pip._vendor.packaging.specifiers import SpecifierSet  # type: ignore[no-redef]
     from pip._vendor.packaging.utils import canonicalize_name  # type: ignore[no-redef]
     from pip._vendor.packaging.version import Version  # type: ignore[no-redef]
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 MANIFEST = "hwrepo.toml"
 SIMULATORS: tuple[str, ...] = ("icarus", "verilator")
@@ -164,6 +171,14 @@ def _check_names(values: dict[str, Any], what: str) -> dict[str, Any]:
     return values
 
 
+Defines = Annotated[
+    dict[str, Scalar], AfterValidator(functools.partial(_check_names, what="define"))
+]
+Parameters = Annotated[
+    dict[str, Scalar | float], AfterValidator(functools.partial(_check_names, what="parameter"))
+]
+
+
 class BuildArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -176,9 +191,9 @@ class DesignConfig(BaseModel):
 
     sources: list[str] | None = None
     includes: list[str] | None = None
-    defines: dict[str, Scalar] = Field(default_factory=dict)
+    defines: Defines = Field(default_factory=dict)
     toplevel: str | None = None
-    parameters: dict[str, Scalar | float] = Field(default_factory=dict)
+    parameters: Parameters = Field(default_factory=dict)
     timescale: str | None = None
     build_args: BuildArgs = Field(default_factory=BuildArgs)
 
@@ -196,16 +211,6 @@ class DesignConfig(BaseModel):
             raise ValueError(f'{v!r} is not a timescale like "1ns/1ps"')
         return v
 
-    @field_validator("defines")
-    @classmethod
-    def _defines(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return _check_names(v, "define")
-
-    @field_validator("parameters")
-    @classmethod
-    def _parameters(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return _check_names(v, "parameter")
-
 
 class TestbenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -214,8 +219,8 @@ class TestbenchConfig(BaseModel):
     modules: list[str] = Field(min_length=1)
     toplevel: str | None = None
     simulators: list[str] = Field(default_factory=lambda: ["icarus"], min_length=1)
-    parameters: dict[str, Scalar | float] = Field(default_factory=dict)
-    defines: dict[str, Scalar] = Field(default_factory=dict)
+    parameters: Parameters = Field(default_factory=dict)
+    defines: Defines = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S)
     requirements: list[str] = Field(default_factory=list)
@@ -275,16 +280,6 @@ class TestbenchConfig(BaseModel):
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
         return v
-
-    @field_validator("parameters")
-    @classmethod
-    def _parameters(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return _check_names(v, "parameter")
-
-    @field_validator("defines")
-    @classmethod
-    def _defines(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return _check_names(v, "define")
 
 
 class Manifest(BaseModel):
