@@ -270,7 +270,7 @@ class RtlDesign:
 
     @property
     def name(self) -> str:
-        return self.root or "."
+        return self.root or "(revision root)"
 
     @property
     def language(self) -> str:
