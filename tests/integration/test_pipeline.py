@@ -197,6 +197,8 @@ def test_kicad_board_is_checked_with_waivers_and_exclusions(
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     detail = client.get(drc["url"]).json()
     assert detail["details"]["kicad_version"].startswith("9.")
+    page = client.get(f"/{project}").text
+    assert f'{by_kind["render"]["id"]}/artifacts/pcb-3d.png' in page
 
 
 def test_simulation_verdicts_through_the_api(
