@@ -198,7 +198,7 @@ def test_kicad_board_is_checked_with_waivers_and_exclusions(
     detail = client.get(drc["url"]).json()
     assert detail["details"]["kicad_version"].startswith("9.")
     page = client.get(f"/{project}").text
-    assert f'{by_kind["render"]["id"]}/artifacts/pcb-3d.png' in page
+    assert f"{by_kind['render']['id']}/artifacts/pcb-3d.png" in page
 
 
 def test_simulation_verdicts_through_the_api(

@@ -36,3 +36,12 @@ async def current_user(
 
 BackendsDep = Annotated[Backends, Depends(get_backends)]
 UserDep = Annotated[User | None, Depends(current_user)]
+
+
+# Headers for bytes that come from a design (uploaded files, tool outputs such as SVG renders):
+# a browser may show them, but never runs their scripts with this site's origin.
+UNTRUSTED_CONTENT = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    "sandbox",
+}

@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from hwrepo.domain.errors import NotFound
-from hwrepo.entrypoints.api.deps import BackendsDep, UserDep
+from hwrepo.entrypoints.api.deps import UNTRUSTED_CONTENT, BackendsDep, UserDep
 from hwrepo.entrypoints.api.schemas import (
     ArtifactOut,
     CheckDetailOut,
@@ -144,7 +144,7 @@ async def _artifact_response(
         headers={
             "Content-Length": str(item["size"]),
             "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(filename)}",
-            "X-Content-Type-Options": "nosniff",
+            **UNTRUSTED_CONTENT,
         },
     )
 

@@ -17,7 +17,7 @@ from starlette.datastructures import FormData, UploadFile
 from hwrepo.adapters.archives import ArchiveLimits, StagingArea
 from hwrepo.domain.errors import Invalid, TooLarge
 from hwrepo.domain.paths import normalise_relpath
-from hwrepo.entrypoints.api.deps import BackendsDep, UserDep
+from hwrepo.entrypoints.api.deps import UNTRUSTED_CONTENT, BackendsDep, UserDep
 from hwrepo.entrypoints.api.schemas import (
     RevisionBrief,
     RevisionOut,
@@ -195,7 +195,7 @@ async def download_file(
             "ETag": etag,
             "Cache-Control": "private, max-age=31536000, immutable",
             "Content-Disposition": f"inline; filename*=UTF-8''{quote(filename)}",
-            "X-Content-Type-Options": "nosniff",
+            **UNTRUSTED_CONTENT,
         },
     )
 
