@@ -12,6 +12,8 @@ import logging
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
+from nats.js.errors import APIError
 from sqlalchemy import update
 
 from hwrepo.adapters import eventbus
@@ -43,7 +45,7 @@ class OutboxRelay:
         with self.backends.reading() as index:
             return [(r.id, r.subject, r.payload) for r in index.pending_events(self.batch)]
 
-    def _mark(self, published: list[str], failed: dict[str, str]) -> None:
+    def _mark(self, published: list[str], failed: dict[str, str], rejected: bool) -> None:
         with self.backends.writing() as index:
             session = index.session
             if published:
@@ -53,10 +55,12 @@ class OutboxRelay:
                     .values(published_at=utcnow(), attempts=OutboxRow.attempts + 1)
                 )
             for event_id, error in failed.items():
+                # Only a message NATS refuses counts as an attempt; an outage does not.
+                attempts = OutboxRow.attempts + 1 if rejected else OutboxRow.attempts
                 session.execute(
                     update(OutboxRow)
                     .where(OutboxRow.id == event_id)
-                    .values(attempts=OutboxRow.attempts + 1, last_error=error[:2000])
+                    .values(attempts=attempts, last_error=error[:2000])
                 )
 
     async def publish_pending(self) -> int:
@@ -68,14 +72,22 @@ class OutboxRelay:
                 return total
             published: list[str] = []
             failed: dict[str, str] = {}
+            rejected = False
             for event_id, subject, payload in rows:
                 try:
                     await eventbus.publish(self.js, subject, payload.encode(), event_id)
+                except (MaxPayloadError, APIError) as exc:
+                    # NATS refuses this very message: after MAX_REJECTIONS passes it is set
+                    # aside (kept with its error) so it cannot hold up every later event.
+                    failed[event_id] = f"{exc.__class__.__name__}: {exc}"
+                    rejected = True
+                    log.error("outbox: NATS refused event %s: %s", event_id, exc)
+                    break
                 except (NatsError, TimeoutError, OSError) as exc:
                     failed[event_id] = f"{exc.__class__.__name__}: {exc}"
                     break  # keep the order: retry from here on the next pass
                 published.append(event_id)
-            await asyncio.to_thread(self._mark, published, failed)
+            await asyncio.to_thread(self._mark, published, failed, rejected)
             total += len(published)
             self.published += len(published)
             EVENTS_PUBLISHED.inc(len(published))

@@ -104,3 +104,24 @@ async def test_event_left_in_outbox_is_published_once_and_duplicates_are_dropped
     assert [m.headers["Nats-Msg-Id"] for m in copies if m.headers] == [event_id]
     await sub.unsubscribe()
     await everything.unsubscribe()
+
+
+async def test_an_event_nats_refuses_is_set_aside_and_does_not_block_later_ones(
+    backends: Backends, nats_client: Client
+) -> None:
+    from hwrepo.adapters.db.index import MAX_REJECTIONS
+
+    too_big = "x" * (9 * 1024 * 1024)  # over the server's max_payload (8 MB)
+    with backends.writing() as index:
+        index.add_message("hwrepo.events.test.big", too_big, "refused-1")
+        index.add_message("hwrepo.events.test.small", '{"ok": true}', "after-1")
+    relay = OutboxRelay(backends, nats_client)
+    for _ in range(MAX_REJECTIONS):
+        assert await relay.publish_pending() == 0  # the refused one still holds the line
+    assert await relay.publish_pending() == 1  # then it is set aside, and the next one goes
+    rows = _outbox(backends)
+    assert rows["after-1"].published_at is not None
+    refused = rows["refused-1"]
+    assert refused.published_at is None
+    assert refused.attempts == MAX_REJECTIONS
+    assert "MaxPayloadError" in (refused.last_error or "")

@@ -31,6 +31,8 @@ from hwrepo.domain.model import (
     utcnow,
 )
 
+MAX_REJECTIONS = 5  # an outbox row NATS refused this often is set aside
+
 
 @dataclass(frozen=True)
 class ProjectQuery:
@@ -343,9 +345,10 @@ class Index:
         )
 
     def pending_events(self, limit: int = 100) -> list[OutboxRow]:
+        """Unpublished rows in commit order, except those NATS refused MAX_REJECTIONS times."""
         stmt = (
             select(OutboxRow)
-            .where(OutboxRow.published_at.is_(None))
+            .where(OutboxRow.published_at.is_(None), OutboxRow.attempts < MAX_REJECTIONS)
             .order_by(OutboxRow.seq)
             .limit(limit)
         )
