@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -12,7 +13,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoServersError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
 
 from hwrepo.config import Settings
 from hwrepo.domain.errors import ServiceUnavailable
@@ -21,6 +22,8 @@ from hwrepo.domain.events import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
 JOBS_STREAM = "HWREPO_JOBS"
 JOBS_SUBJECT_PREFIX = "hwrepo.jobs"
 LATEST_BUCKET = "hwrepo-latest-revision"  # KV: project id -> newest revision number
+WORKERS_BUCKET = "hwrepo-workers"  # KV: worker -> the kinds it runs (entries expire)
+WORKER_TTL_S = 60.0
 
 
 def job_subject(kind: str) -> str:
@@ -90,18 +93,46 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             await js.add_stream(config)
         else:
             await js.update_stream(config)
+    buckets = [
+        KeyValueConfig(
+            bucket=LATEST_BUCKET,
+            description="newest revision number per project (cancels superseded jobs)",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=settings.nats_stream_replicas,
+        ),
+        KeyValueConfig(
+            bucket=WORKERS_BUCKET,
+            description="the check kinds each live worker runs (entries expire)",
+            history=1,
+            ttl=WORKER_TTL_S,
+            storage=StorageType.MEMORY,
+            replicas=settings.nats_stream_replicas,
+        ),
+    ]
+    for bucket in buckets:
+        try:
+            await js.key_value(bucket.bucket)
+        except (NotFoundError, BucketNotFoundError):
+            await js.create_key_value(bucket)
+
+
+async def live_worker_kinds(js: JetStreamContext) -> set[str]:
+    """The check kinds some worker announced in the last minute."""
+    kv = await js.key_value(WORKERS_BUCKET)
+    kinds: set[str] = set()
     try:
-        await js.key_value(LATEST_BUCKET)
-    except (NotFoundError, BucketNotFoundError):
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=LATEST_BUCKET,
-                description="newest revision number per project (cancels superseded jobs)",
-                history=1,
-                storage=StorageType.FILE,
-                replicas=settings.nats_stream_replicas,
-            )
-        )
+        keys = await kv.keys()
+    except NoKeysError:
+        return kinds
+    for key in keys:
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            continue
+        if entry.value:
+            kinds.update(json.loads(entry.value).get("kinds", []))
+    return kinds
 
 
 async def publish(js: JetStreamContext, subject: str, payload: bytes, msg_id: str) -> int:

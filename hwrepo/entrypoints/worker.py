@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 import signal
 from dataclasses import dataclass
 
@@ -95,6 +97,7 @@ class Worker:
             tasks.append(asyncio.create_task(self._plan_loop(js, stop)))
         for name in self.kinds:
             tasks.append(asyncio.create_task(self._job_loop(js, name, stop)))
+        tasks.append(asyncio.create_task(self._announce(js, stop)))
         log.info("worker ready: planning=%s kinds=%s", self.options.plan, sorted(self.kinds))
         try:
             await stop.wait()
@@ -103,6 +106,19 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.nc.close()
+
+    async def _announce(self, js: JetStreamContext, stop: asyncio.Event) -> None:
+        """Say which kinds this worker runs, so the API can tell when nobody runs a kind."""
+        kv = await js.key_value(eventbus.WORKERS_BUCKET)
+        key = re.sub(r"[^A-Za-z0-9_-]", "-", jobs.WORKER_NAME)
+        body = json.dumps({"worker": jobs.WORKER_NAME, "kinds": sorted(self.kinds)}).encode()
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                await kv.put(key, body)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=eventbus.WORKER_TTL_S / 4)
+        with contextlib.suppress(Exception):
+            await kv.delete(key)
 
     # -- planner -------------------------------------------------------------------------
     async def _plan_loop(self, js: JetStreamContext, stop: asyncio.Event) -> None:

@@ -106,6 +106,7 @@ def test_revision_without_checkable_files_is_planned_with_no_checks(
         "state": "success",
         "planned": True,
         "plan_errors": [],
+        "waiting_for": [],
         "counts": body["counts"],
         "checks": [],
     }
@@ -264,3 +265,24 @@ def test_a_newer_revision_cancels_the_queued_jobs_of_an_older_one(
     assert all("superseded" in c["summary"] for c in old["checks"])
     assert old["state"] == "failure"
     assert {c["state"] for c in new["checks"]} == {"passed"}
+
+
+def test_queued_checks_no_worker_can_run_are_named(
+    stack: tuple[Settings, Backends, TestClient],
+) -> None:
+    settings, backends, client = stack
+    alice = make_actor(backends, "alice")
+    project = _project(client, alice, "half")
+    with running_worker(settings, kinds=["rtl-lint"]):
+        upload_dir(client, alice.headers, project, DESIGNS / "rtl-counter" / "rtl")
+        deadline = time.monotonic() + 60
+        url = f"/api/v1/projects/{project}/revisions/1/checks"
+        while True:
+            body = client.get(url).json()
+            lint = [c for c in body["checks"] if c["kind"] == "rtl-lint"]
+            if lint and lint[0]["state"] == "passed":
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.2)
+        assert body["state"] == "pending"
+        assert body["waiting_for"] == ["rtl-structure"]  # no worker here runs it

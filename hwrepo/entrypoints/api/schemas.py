@@ -202,6 +202,10 @@ class ChecksOut(BaseModel):
     state: Literal["pending", "success", "failure"]
     planned: bool = Field(description="false until the planner announced this revision's checks")
     plan_errors: list[str] = Field(default_factory=list)
+    waiting_for: list[str] = Field(
+        default_factory=list,
+        description="kinds of queued checks that no connected worker runs (they stay queued)",
+    )
     counts: dict[str, int]
     checks: list[CheckOut]
 

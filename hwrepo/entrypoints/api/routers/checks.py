@@ -6,10 +6,13 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from hwrepo.adapters import eventbus
+from hwrepo.checks.registry import all_kinds
+from hwrepo.domain.checks import CheckState
 from hwrepo.domain.errors import NotFound
 from hwrepo.entrypoints.api.deps import UNTRUSTED_CONTENT, BackendsDep, UserDep
 from hwrepo.entrypoints.api.schemas import (
@@ -28,17 +31,29 @@ router = APIRouter(
 FIRST_PAGE = 100
 
 
+async def _live_kinds(request: Request) -> set[str]:
+    """Kinds some worker runs; when NATS cannot tell, every kind (no false alarm)."""
+    nc = request.app.state.nats
+    try:
+        return await eventbus.live_worker_kinds(nc.jetstream())
+    except Exception:
+        return {kind.name for kind in all_kinds()}
+
+
 @router.get("", response_model=ChecksOut)
 async def list_checks(
-    owner: str, name: str, number: int, backends: BackendsDep, user: UserDep
+    owner: str, name: str, number: int, request: Request, backends: BackendsDep, user: UserDep
 ) -> ChecksOut:
     project, _, state, planned, errors, items = await run_in_threadpool(
         checks.list_checks, backends, user, owner, name, number
     )
+    queued = {c.kind for c in items if c.state is CheckState.QUEUED}
+    waiting = sorted(queued - await _live_kinds(request)) if queued else []
     return ChecksOut(
         state=state.value,
         planned=planned,
         plan_errors=errors,
+        waiting_for=waiting,
         counts=checks.counts_by_state(items),
         checks=[CheckOut.of(project, c) for c in items],
     )
