@@ -171,6 +171,13 @@ def _check_names(values: dict[str, Any], what: str) -> dict[str, Any]:
     return values
 
 
+def _module_name(v: str) -> str:
+    if not _NAME_RE.match(v):
+        raise ValueError(f"{v!r} is not a module name")
+    return v
+
+
+ModuleName = Annotated[str, AfterValidator(_module_name)]
 Defines = Annotated[
     dict[str, Scalar], AfterValidator(functools.partial(_check_names, what="define"))
 ]
@@ -192,17 +199,10 @@ class DesignConfig(BaseModel):
     sources: list[str] | None = None
     includes: list[str] | None = None
     defines: Defines = Field(default_factory=dict)
-    toplevel: str | None = None
+    toplevel: ModuleName | None = None
     parameters: Parameters = Field(default_factory=dict)
     timescale: str | None = None
     build_args: BuildArgs = Field(default_factory=BuildArgs)
-
-    @field_validator("toplevel")
-    @classmethod
-    def _toplevel(cls, v: str | None) -> str | None:
-        if v is not None and not _NAME_RE.match(v):
-            raise ValueError(f"{v!r} is not a module name")
-        return v
 
     @field_validator("timescale")
     @classmethod
@@ -217,7 +217,7 @@ class TestbenchConfig(BaseModel):
 
     name: str | None = None
     modules: list[str] = Field(min_length=1)
-    toplevel: str | None = None
+    toplevel: ModuleName | None = None
     simulators: list[str] = Field(default_factory=lambda: ["icarus"], min_length=1)
     parameters: Parameters = Field(default_factory=dict)
     defines: Defines = Field(default_factory=dict)
@@ -238,13 +238,6 @@ class TestbenchConfig(BaseModel):
         for m in v:
             if not m.endswith(".py"):
                 raise ValueError(f"{m!r} is not a Python file (expected a path ending in .py)")
-        return v
-
-    @field_validator("toplevel")
-    @classmethod
-    def _toplevel(cls, v: str | None) -> str | None:
-        if v is not None and not _NAME_RE.match(v):
-            raise ValueError(f"{v!r} is not a module name")
         return v
 
     @field_validator("simulators")

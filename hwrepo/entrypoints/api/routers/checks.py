@@ -6,14 +6,15 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from hwrepo.adapters import eventbus
 from hwrepo.checks.registry import all_kinds
-from hwrepo.domain.checks import CheckState
+from hwrepo.domain.checks import Check, CheckState
 from hwrepo.domain.errors import NotFound
+from hwrepo.domain.model import Project
 from hwrepo.entrypoints.api.deps import UNTRUSTED_CONTENT, BackendsDep, UserDep
 from hwrepo.entrypoints.api.schemas import (
     ArtifactOut,
@@ -29,6 +30,16 @@ router = APIRouter(
     prefix="/api/v1/projects/{owner}/{name}/revisions/{number}/checks", tags=["checks"]
 )
 FIRST_PAGE = 100
+
+
+async def found_check(
+    owner: str, name: str, number: int, check_id: str, backends: BackendsDep, user: UserDep
+) -> tuple[Project, Check]:
+    """The check named by the path, after the same visibility rules as its project."""
+    return await run_in_threadpool(checks.get_check, backends, user, owner, name, number, check_id)
+
+
+FoundCheck = Annotated[tuple[Project, Check], Depends(found_check)]
 
 
 async def _live_kinds(request: Request) -> set[str]:
@@ -68,12 +79,8 @@ async def rerun_all(
 
 
 @router.get("/{check_id}", response_model=CheckDetailOut)
-async def get_check(
-    owner: str, name: str, number: int, check_id: str, backends: BackendsDep, user: UserDep
-) -> CheckDetailOut:
-    project, check = await run_in_threadpool(
-        checks.get_check, backends, user, owner, name, number, check_id
-    )
+async def get_check(found: FoundCheck, backends: BackendsDep) -> CheckDetailOut:
+    project, check = found
     details = await run_in_threadpool(checks.check_details, backends, check)
     violations = details.get("violations")
     if isinstance(violations, list):
@@ -120,26 +127,23 @@ def _matches(
 
 @router.get("/{check_id}/violations", response_model=ViolationPage)
 async def violations(
-    owner: str,
-    name: str,
-    number: int,
-    check_id: str,
+    found: FoundCheck,
     backends: BackendsDep,
-    user: UserDep,
     type: str | None = None,
     severity: str | None = None,
     waived: bool | None = None,
     page: Annotated[int, Query(ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ViolationPage:
-    _, check = await run_in_threadpool(
-        checks.get_check, backends, user, owner, name, number, check_id
-    )
+    _, check = found
     details = await run_in_threadpool(checks.check_details, backends, check)
-    found = [v for v in details.get("violations", []) if _matches(v, type, severity, waived)]
+    matching = [v for v in details.get("violations", []) if _matches(v, type, severity, waived)]
     start = (page - 1) * per_page
     return ViolationPage(
-        items=found[start : start + per_page], page=page, per_page=per_page, total=len(found)
+        items=matching[start : start + per_page],
+        page=page,
+        per_page=per_page,
+        total=len(matching),
     )
 
 
@@ -169,46 +173,23 @@ Via = Annotated[Literal["stream", "presigned"], Query()]
 
 @router.get("/{check_id}/artifacts/{artifact:path}", response_model=None)
 async def download_artifact(
-    owner: str,
-    name: str,
-    number: int,
-    check_id: str,
-    artifact: str,
-    backends: BackendsDep,
-    user: UserDep,
-    via: Via = "stream",
+    artifact: str, found: FoundCheck, backends: BackendsDep, via: Via = "stream"
 ) -> Response:
-    _, check = await run_in_threadpool(
-        checks.get_check, backends, user, owner, name, number, check_id
-    )
+    _, check = found
     return await _artifact_response(backends, checks.artifact(check, artifact), via)
 
 
 @router.get("/{check_id}/sarif", response_model=None)
-async def sarif(
-    owner: str, name: str, number: int, check_id: str, backends: BackendsDep, user: UserDep
-) -> Response:
-    _, check = await run_in_threadpool(
-        checks.get_check, backends, user, owner, name, number, check_id
-    )
+async def sarif(found: FoundCheck, backends: BackendsDep) -> Response:
+    _, check = found
     return await _artifact_response(
         backends, checks.artifact(check, "result.sarif"), "stream", "attachment"
     )
 
 
 @router.get("/{check_id}/waveform", response_model=None)
-async def waveform(
-    owner: str,
-    name: str,
-    number: int,
-    check_id: str,
-    backends: BackendsDep,
-    user: UserDep,
-    via: Via = "stream",
-) -> Response:
-    _, check = await run_in_threadpool(
-        checks.get_check, backends, user, owner, name, number, check_id
-    )
+async def waveform(found: FoundCheck, backends: BackendsDep, via: Via = "stream") -> Response:
+    _, check = found
     for item in check.artifacts:
         if item["name"].endswith((".fst", ".vcd", ".ghw")):
             return await _artifact_response(backends, item, via, "attachment")
@@ -217,20 +198,14 @@ async def waveform(
 
 @router.get("/{check_id}/log", response_model=None)
 async def log(
-    owner: str,
-    name: str,
-    number: int,
-    check_id: str,
+    found: FoundCheck,
     backends: BackendsDep,
-    user: UserDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=8 * 1024 * 1024)] = 1024 * 1024,
 ) -> Response:
     """The job's log, paged by byte offset: `X-Log-Size` is its size, `X-Next-Offset` where the
     next page starts (absent at the end)."""
-    _, check = await run_in_threadpool(
-        checks.get_check, backends, user, owner, name, number, check_id
-    )
+    _, check = found
     item = checks.artifact(check, "log.txt")
     size = int(item["size"])
     headers = {"X-Log-Size": str(size)}
