@@ -54,10 +54,10 @@ from common import (
     timed,
 )
 
-from hwrepo.checks import kicad
-from hwrepo.checks.base import CheckKind, LocalRevision
-from hwrepo.checks.drc import DrcKind
-from hwrepo.checks.erc import ErcKind
+from hwrepo.checks.core.kind import CheckKind, LocalRevision
+from hwrepo.checks.kicad import common as kicad
+from hwrepo.checks.kicad.drc import DrcKind
+from hwrepo.checks.kicad.erc import ErcKind
 from hwrepo.checks.registry import all_kinds
 
 DEMOS = Path("/usr/share/kicad/demos")

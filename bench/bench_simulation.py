@@ -50,12 +50,12 @@ from common import (
     seconds,
 )
 
-from hwrepo.checks import simenv
-from hwrepo.checks.base import LocalRevision
-from hwrepo.checks.sandbox import SYSTEM_PATH
-from hwrepo.checks.simulation import DEFAULT_BUILD_ARGS, SimulationKind
-from hwrepo.checks.simulation_config import JobParams
-from hwrepo.checks.tools import verilator_env, verilator_root
+from hwrepo.checks.core.kind import LocalRevision
+from hwrepo.checks.run.sandbox import SYSTEM_PATH
+from hwrepo.checks.run.tools import verilator_env, verilator_root
+from hwrepo.checks.simulation import environments as simenv
+from hwrepo.checks.simulation.kind import DEFAULT_BUILD_ARGS, SimulationKind
+from hwrepo.checks.simulation.testbenches import JobParams
 
 DEFAULT_DESIGNS = ["rtl-counter", "rtl-axis-fifo"]
 SIMULATORS = ("icarus", "verilator")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from hwrepo.checks.base import CheckKind
-from hwrepo.checks.drc import DrcKind
-from hwrepo.checks.erc import ErcKind
-from hwrepo.checks.render import RenderKind
-from hwrepo.checks.rtl_lint import RtlLint
-from hwrepo.checks.rtl_structure import RtlStructure
-from hwrepo.checks.simulation import SimulationKind
+from hwrepo.checks.core.kind import CheckKind
+from hwrepo.checks.kicad.drc import DrcKind
+from hwrepo.checks.kicad.erc import ErcKind
+from hwrepo.checks.kicad.render import RenderKind
+from hwrepo.checks.rtl.lint import RtlLint
+from hwrepo.checks.rtl.structure import RtlStructure
+from hwrepo.checks.simulation.kind import SimulationKind
 
 KINDS: list[type[CheckKind]] = [
     SimulationKind,

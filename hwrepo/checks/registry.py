@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from hwrepo.checks.base import CheckKind
+from hwrepo.checks.core.kind import CheckKind
 
 
 @cache

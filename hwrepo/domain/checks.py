@@ -8,6 +8,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel, Field
+
+from hwrepo.domain.model import FileEntry
+
 
 class CheckState(StrEnum):
     QUEUED = "queued"
@@ -73,3 +77,40 @@ def accepts(current: Check | None, run: int, state: CheckState) -> bool:
     return state is not CheckState.QUEUED and not (
         state is CheckState.RUNNING and current.state is CheckState.RUNNING
     )
+
+
+class Waiver(BaseModel):
+    """A project's decision about violations: waive them (they stay visible, marked waived, and
+    do not fail the check), or override their severity. Applies to the violations of `kind`
+    ("*" for every kind) with this `type` and, if `items` is non-empty, only to violations that
+    involve one of these item uuids (lint: "file:line" strings)."""
+
+    id: str
+    kind: str = "*"
+    type: str
+    items: list[str] = Field(default_factory=list)
+    severity: str | None = None  # set: a severity override instead of a waiver
+    reason: str
+    author: str
+    created: str
+
+
+class Job(BaseModel):
+    """What a worker receives on the work queue."""
+
+    check_id: str
+    run: int = 1
+    kind: str
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[FileEntry]
+    timeout_s: float = 900.0
+    project: str
+    project_id: str
+    revision: int
+    revision_id: str
+    waivers: list[Waiver] = Field(default_factory=list)
+
+    @property
+    def job_id(self) -> str:
+        return f"{self.check_id}.{self.run}"

@@ -114,7 +114,7 @@ class Project:
     created: datetime
     updated: datetime
     deleted: bool = False
-    # Waivers and severity overrides of check violations (see hwrepo.checks.base.Waiver).
+    # Waivers and severity overrides of check violations (see hwrepo.domain.checks.Waiver).
     waivers: list[dict[str, Any]] = field(default_factory=list)
 
     @property

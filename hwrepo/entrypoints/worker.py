@@ -32,10 +32,11 @@ from nats.js.kv import KeyValue
 from hwrepo.adapters import eventbus
 from hwrepo.adapters.objectstore import ObjectStore
 from hwrepo.adapters.objectstore import from_settings as store_from_settings
-from hwrepo.checks.base import CheckKind, Job
+from hwrepo.checks.core.kind import CheckKind
 from hwrepo.checks.registry import all_kinds
 from hwrepo.config import Settings
 from hwrepo.domain import events
+from hwrepo.domain.checks import Job
 from hwrepo.domain.events import EVENTS_STREAM
 from hwrepo.service_layer import jobs, planner
 

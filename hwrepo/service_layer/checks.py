@@ -11,9 +11,16 @@ from sqlalchemy import select, update
 from hwrepo.adapters.db.index import Index
 from hwrepo.adapters.db.orm import CheckRow, ProjectRow, RevisionRow
 from hwrepo.adapters.eventbus import job_subject
-from hwrepo.checks.base import Job, Waiver
 from hwrepo.domain import events
-from hwrepo.domain.checks import Check, CheckState, RevisionState, accepts, revision_state
+from hwrepo.domain.checks import (
+    Check,
+    CheckState,
+    Job,
+    RevisionState,
+    Waiver,
+    accepts,
+    revision_state,
+)
 from hwrepo.domain.errors import Invalid, NotFound
 from hwrepo.domain.model import Project, Revision, Role, User
 from hwrepo.service_layer import jobs

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from hwrepo.adapters.objectstore import ObjectStore, blob_key, result_prefix
-from hwrepo.checks.base import Artifact, CheckKind, CheckResult, Job, Workspace
+from hwrepo.checks.core.kind import Artifact, CheckKind, CheckResult, Workspace
 from hwrepo.domain import events
+from hwrepo.domain.checks import Job
 from hwrepo.domain.model import FileEntry, utcnow
 
 log = logging.getLogger(__name__)

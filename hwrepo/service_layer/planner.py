@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwrepo.adapters.objectstore import ObjectStore, blob_key, plan_key, project_key
-from hwrepo.checks.base import CheckKind, Job, PlannedJob, Waiver
+from hwrepo.checks.core.kind import CheckKind, PlannedJob, job_for
 from hwrepo.domain import events
+from hwrepo.domain.checks import Job, Waiver
 from hwrepo.domain.documents import revision_from_manifest
 from hwrepo.domain.model import FileEntry
 from hwrepo.service_layer import jobs
@@ -126,7 +127,7 @@ def plan_revision(store: ObjectStore, kinds: list[CheckKind], manifest_key: str)
                 plan.errors.append(f"{kind.name}: two jobs named {planned.name!r}; kept the first")
                 continue
             seen.add(planned.name)
-            job = Job.planned(
+            job = job_for(
                 planned,
                 kind=kind.name,
                 check_id=check_id(revision.revision_id, kind.name, planned.name),

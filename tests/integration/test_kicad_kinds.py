@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from hwrepo.checks.base import CheckKind, CheckResult, LocalRevision, Waiver
-from hwrepo.checks.drc import DrcKind
-from hwrepo.checks.erc import ErcKind
-from hwrepo.checks.render import RenderKind
+from hwrepo.checks.core.kind import CheckKind, CheckResult, LocalRevision
+from hwrepo.checks.kicad.drc import DrcKind
+from hwrepo.checks.kicad.erc import ErcKind
+from hwrepo.checks.kicad.render import RenderKind
+from hwrepo.domain.checks import Waiver
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
 CLEAN = DESIGNS / "kicad-clean"

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from hwrepo.checks.base import CheckResult, LocalRevision, Waiver
-from hwrepo.checks.rtl_lint import RtlLint
-from hwrepo.checks.rtl_structure import RtlStructure
-from hwrepo.checks.tools import verilator_env
+from hwrepo.checks.core.kind import CheckResult, LocalRevision
+from hwrepo.checks.rtl.lint import RtlLint
+from hwrepo.checks.rtl.structure import RtlStructure
+from hwrepo.checks.run.tools import verilator_env
+from hwrepo.domain.checks import Waiver
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
 FINDINGS = DESIGNS / "rtl-lint-findings"
@@ -383,7 +384,7 @@ def test_lint_systemverilog_is_linted_by_verilator_only(tmp_path: Path, cache: P
 
 
 def test_lint_text_and_sarif_agree(tmp_path: Path) -> None:
-    from hwrepo.checks.rtl_lint import load_sarif, parse_verilator_sarif, parse_verilator_text
+    from hwrepo.checks.rtl.lint import load_sarif, parse_verilator_sarif, parse_verilator_text
 
     sarif = tmp_path / "out.sarif"
     proc = subprocess.run(
@@ -413,7 +414,7 @@ def test_lint_text_and_sarif_agree(tmp_path: Path) -> None:
 def test_pyverilog_leaves_the_working_directory_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hwrepo.checks import rtl
+    from hwrepo.checks.rtl import common as rtl
 
     cwd = tmp_path / "cwd"
     cwd.mkdir()

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from hwrepo.checks.base import CheckResult, LocalRevision, PlannedJob
-from hwrepo.checks.sandbox import SYSTEM_PATH
-from hwrepo.checks.simenv import verilator_fst_supported
-from hwrepo.checks.simulation import SimulationKind
-from hwrepo.checks.tools import verilator_root
+from hwrepo.checks.core.kind import CheckResult, LocalRevision, PlannedJob
+from hwrepo.checks.run.sandbox import SYSTEM_PATH
+from hwrepo.checks.run.tools import verilator_root
+from hwrepo.checks.simulation.environments import verilator_fst_supported
+from hwrepo.checks.simulation.kind import SimulationKind
 
 REPO = Path(__file__).resolve().parents[2]
 DESIGNS = REPO / "designs"

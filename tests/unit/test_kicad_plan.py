@@ -9,18 +9,18 @@ from typing import Any
 
 import pytest
 
-from hwrepo.checks import kicad
-from hwrepo.checks.base import LocalRevision
-from hwrepo.checks.drc import DrcKind
-from hwrepo.checks.erc import ErcKind
-from hwrepo.checks.render import (
+from hwrepo.checks.core.kind import LocalRevision
+from hwrepo.checks.core.violations import Violation
+from hwrepo.checks.kicad import common as kicad
+from hwrepo.checks.kicad.drc import DrcKind
+from hwrepo.checks.kicad.erc import ErcKind
+from hwrepo.checks.kicad.render import (
     RenderKind,
     board_statistics,
     bom_data,
     model_references,
     svg_problem,
 )
-from hwrepo.checks.violations import Violation
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
 CLEAN = DESIGNS / "kicad-clean"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hwrepo.checks.rtl import (
+from hwrepo.checks.core.violations import Violation
+from hwrepo.checks.rtl.common import (
     DesignParams,
     RtlConfigError,
     design_root,
@@ -21,14 +22,13 @@ from hwrepo.checks.rtl import (
     parse_design,
     systemverilog_reason,
 )
-from hwrepo.checks.rtl_lint import (
+from hwrepo.checks.rtl.lint import (
     design_rules,
     interpret_verilator,
     load_sarif,
     parse_verilator_text,
 )
-from hwrepo.checks.tools import ToolRun
-from hwrepo.checks.violations import Violation
+from hwrepo.checks.run.tools import ToolRun
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
 FINDINGS = DESIGNS / "rtl-lint-findings"
@@ -550,7 +550,7 @@ def test_constant_expressions(tmp_path: Path, cache: Path) -> None:
 def test_iverilog_e_fallback_gives_the_same_findings(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hwrepo.checks import rtl
+    from hwrepo.checks.rtl import common as rtl
 
     files = {p.name: p.read_text() for p in (FINDINGS / "rtl").glob("*.v")}
     with_ivlpp = rules_on(tmp_path / "a", cache, files)
@@ -575,8 +575,8 @@ def test_syntax_errors_point_at_their_file_and_line(tmp_path: Path, cache: Path)
 
 
 def test_find_designs_groups_and_shares_headers(tmp_path: Path) -> None:
-    from hwrepo.checks.base import LocalRevision
-    from hwrepo.checks.rtl import RtlConfig, find_designs
+    from hwrepo.checks.core.kind import LocalRevision
+    from hwrepo.checks.rtl.common import RtlConfig, find_designs
 
     for name in (
         "cores/uart/rtl/uart.v",

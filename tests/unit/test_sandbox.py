@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from hwrepo.checks import sandbox
-from hwrepo.checks.sandbox import (
+from hwrepo.checks.run import sandbox
+from hwrepo.checks.run.sandbox import (
     SYSTEM_PATH,
     SandboxError,
     SandboxLimits,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hwrepo.checks.base import LocalRevision, PlannedJob
-from hwrepo.checks.simenv import build_key
-from hwrepo.checks.simulation import SimulationKind
-from hwrepo.checks.simulation_config import (
+from hwrepo.checks.core.kind import LocalRevision, PlannedJob
+from hwrepo.checks.simulation.environments import build_key
+from hwrepo.checks.simulation.kind import SimulationKind
+from hwrepo.checks.simulation.testbenches import (
     JobParams,
     resolve_cocotb_release,
     scan_hierarchy,

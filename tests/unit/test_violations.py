@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from hwrepo.checks.base import Waiver
-from hwrepo.checks.violations import (
+from hwrepo.checks.core.violations import (
     Violation,
     ViolationItem,
     apply_waivers,
@@ -9,6 +8,7 @@ from hwrepo.checks.violations import (
     counts,
     to_sarif,
 )
+from hwrepo.domain.checks import Waiver
 
 
 def waiver(**kw: object) -> Waiver:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwrepo.checks.base import (
+from hwrepo.checks.core.kind import (
     Artifact,
     CheckKind,
     CheckResult,
@@ -43,7 +43,8 @@ from hwrepo.checks.base import (
     RevisionFiles,
     Workspace,
 )
-from hwrepo.checks.rtl import (
+from hwrepo.checks.core.violations import Violation, apply_waivers, blocking, counts, to_sarif
+from hwrepo.checks.rtl.common import (
     DesignParams,
     ParsedDesign,
     Unit,
@@ -59,8 +60,7 @@ from hwrepo.checks.rtl import (
     walk,
     width_bits,
 )
-from hwrepo.checks.tools import ToolRun, run_tool, verilator_env, verilator_root
-from hwrepo.checks.violations import Violation, apply_waivers, blocking, counts, to_sarif
+from hwrepo.checks.run.tools import ToolRun, run_tool, verilator_env, verilator_root
 
 KIND = "rtl-lint"
 HWREPO_RULES = {

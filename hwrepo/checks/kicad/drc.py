@@ -11,8 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from hwrepo.checks import kicad
-from hwrepo.checks.base import CheckKind, CheckResult, Job, PlannedJob, RevisionFiles, Workspace
+from hwrepo.checks.core.kind import (
+    CheckKind,
+    CheckResult,
+    Job,
+    PlannedJob,
+    RevisionFiles,
+    Workspace,
+)
+from hwrepo.checks.kicad import common as kicad
 
 # kicad-cli's words when --schematic-parity found no usable schematic (it still exits 0).
 PARITY_NOT_RUN = "Failed to fetch schematic netlist"

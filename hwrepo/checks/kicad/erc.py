@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from hwrepo.checks import kicad
-from hwrepo.checks.base import (
+from hwrepo.checks.core.kind import (
     Artifact,
     CheckKind,
     CheckResult,
@@ -21,6 +20,7 @@ from hwrepo.checks.base import (
     RevisionFiles,
     Workspace,
 )
+from hwrepo.checks.kicad import common as kicad
 
 
 class ErcKind(CheckKind):

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from hwrepo.checks import kicad
-from hwrepo.checks.base import (
+from hwrepo.checks.core.kind import (
     Artifact,
     CheckKind,
     CheckResult,
@@ -31,7 +30,8 @@ from hwrepo.checks.base import (
     RevisionFiles,
     Workspace,
 )
-from hwrepo.checks.kicad import (
+from hwrepo.checks.kicad import common as kicad
+from hwrepo.checks.kicad.common import (
     VARIABLE,
     ReportError,
     SexpError,

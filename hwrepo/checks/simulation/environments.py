@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwrepo.checks.sandbox import SYSTEM_PATH, SandboxLimits, run_sandboxed
-from hwrepo.checks.tools import run_tool, verilator_root
+from hwrepo.checks.run.sandbox import SYSTEM_PATH, SandboxLimits, run_sandboxed
+from hwrepo.checks.run.tools import run_tool, verilator_root
 
 HOST_PYTHON = Path("/usr/bin/python3")
 ENV_MARKER = "hwrepo-env.json"

@@ -57,8 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from hwrepo.checks.base import PlannedJob, RevisionFiles
-from hwrepo.checks.tools import run_tool
+from hwrepo.checks.core.kind import PlannedJob, RevisionFiles
+from hwrepo.checks.run.tools import run_tool
 
 CONFIG_FILE = "hwrepo.toml"
 SOURCE_SUFFIXES = (".v", ".sv")

@@ -2,18 +2,18 @@
 verdict per test, the whole log and a waveform.
 
 Planning (`plan`) reads `hwrepo.toml` manifests or detects testbenches (see
-`hwrepo.checks.simulation_config` for the schema and the detection rules) and plans one job per
+`hwrepo.checks.simulation.testbenches` for the schema and the detection rules) and plans one job per
 (testbench, simulator) pair, named like "tests/test_counter.py · icarus".
 
 Running one job (`run`):
 
 1. The Python environment: cocotb (the testbench's release) plus its requirements, cached per
    (cocotb release, sorted requirements, Python version) under `cache/envs/` and built once
-   (`hwrepo.checks.simenv`); pip runs in the sandbox, with network. An install that fails ends
+   (`environments.py`); pip runs in the sandbox, with network. An install that fails ends
    the check `errored` with pip's message.
 2. The model: `runner.build()` of cocotb's runner, in the sandbox without network, by the
    `sim/hwrepo_sim` entrypoint. Builds are cached under `cache/<simulator>/<key>`, the key being
-   the SHA-256 of everything that shapes the model (`simenv.build_key`): a revision that only
+   the SHA-256 of everything that shapes the model (`environments.build_key`): a revision that only
    changes the testbench reuses the model. Built into a temporary directory then renamed, under
    a lock file: concurrent jobs build a model once.
 3. The tests: `runner.test()` in the sandbox without network, the model and the environments
@@ -63,7 +63,7 @@ from typing import Any
 from junitparser import Error, Failure, JUnitXml, Properties, Skipped, TestSuite
 from pydantic import ValidationError
 
-from hwrepo.checks.base import (
+from hwrepo.checks.core.kind import (
     Artifact,
     CheckKind,
     CheckResult,
@@ -73,7 +73,7 @@ from hwrepo.checks.base import (
     RevisionFiles,
     Workspace,
 )
-from hwrepo.checks.sandbox import (
+from hwrepo.checks.run.sandbox import (
     SYSTEM_PATH,
     SandboxError,
     SandboxLimits,
@@ -81,7 +81,8 @@ from hwrepo.checks.sandbox import (
     run_sandboxed,
     sandbox_available,
 )
-from hwrepo.checks.simenv import (
+from hwrepo.checks.run.tools import verilator_root
+from hwrepo.checks.simulation.environments import (
     BUILD_MARKER,
     ENV_BUILD_TIMEOUT_S,
     EnvError,
@@ -98,19 +99,18 @@ from hwrepo.checks.simenv import (
     take_file,
     verilator_fst_supported,
 )
-from hwrepo.checks.simulation_config import (
+from hwrepo.checks.simulation.testbenches import (
     HDL_SUFFIXES,
     FileSource,
     JobParams,
     job_params,
     plan_testbenches,
 )
-from hwrepo.checks.tools import verilator_root
 from hwrepo.domain.media import media_type
 
 # The in-sandbox entrypoint (package `hwrepo_sim`), bound read-only into every step.
 SIM_DIR = Path(
-    os.environ.get("HWREPO_SIM_DIR") or Path(__file__).resolve().parents[2] / "sim"
+    os.environ.get("HWREPO_SIM_DIR") or Path(__file__).resolve().parents[3] / "sim"
 ).resolve()
 # Verilator's lint warnings are the rtl-lint kind's business: here they must not stop a build.
 DEFAULT_BUILD_ARGS: dict[str, list[str]] = {"icarus": [], "verilator": ["-Wno-fatal"]}

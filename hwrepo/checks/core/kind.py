@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, Field
-
+from hwrepo.domain.checks import Job, Waiver
 from hwrepo.domain.model import FileEntry
 
 FinalState = Literal["passed", "failed", "errored", "timed_out", "cancelled"]
@@ -55,68 +54,30 @@ class PlannedJob:
     error: str | None = None
 
 
-class Waiver(BaseModel):
-    """A project's decision about violations: waive them (they stay visible, marked waived, and
-    do not fail the check), or override their severity. Applies to the violations of `kind`
-    ("*" for every kind) with this `type` and, if `items` is non-empty, only to violations that
-    involve one of these item uuids (lint: "file:line" strings)."""
-
-    id: str
-    kind: str = "*"
-    type: str
-    items: list[str] = Field(default_factory=list)
-    severity: str | None = None  # set: a severity override instead of a waiver
-    reason: str
-    author: str
-    created: str
-
-
-class Job(BaseModel):
-    """What a worker receives on the work queue."""
-
-    check_id: str
-    run: int = 1
-    kind: str
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    inputs: list[FileEntry]
-    timeout_s: float = 900.0
-    project: str
-    project_id: str
-    revision: int
-    revision_id: str
-    waivers: list[Waiver] = Field(default_factory=list)
-
-    @property
-    def job_id(self) -> str:
-        return f"{self.check_id}.{self.run}"
-
-    @classmethod
-    def planned(
-        cls,
-        planned: PlannedJob,
-        *,
-        kind: str,
-        check_id: str,
-        revision: RevisionFiles,
-        waivers: list[Waiver] | None = None,
-    ) -> Job:
-        """The job a planner queues for `planned`: its inputs picked from the revision's files,
-        with the waivers that apply to its kind."""
-        wanted = set(planned.inputs) if planned.inputs is not None else None
-        return cls(
-            check_id=check_id,
-            kind=kind,
-            name=planned.name,
-            params=planned.params,
-            inputs=[f for f in revision.files if wanted is None or f.path in wanted],
-            timeout_s=planned.timeout_s,
-            project=revision.project,
-            project_id=revision.project_id,
-            revision=revision.number,
-            revision_id=revision.revision_id,
-            waivers=[w for w in waivers or [] if w.kind in {"*", kind}],
-        )
+def job_for(
+    planned: PlannedJob,
+    *,
+    kind: str,
+    check_id: str,
+    revision: RevisionFiles,
+    waivers: list[Waiver] | None = None,
+) -> Job:
+    """The job a planner queues for `planned`: its inputs picked from the revision's files,
+    with the waivers that apply to its kind."""
+    wanted = set(planned.inputs) if planned.inputs is not None else None
+    return Job(
+        check_id=check_id,
+        kind=kind,
+        name=planned.name,
+        params=planned.params,
+        inputs=[f for f in revision.files if wanted is None or f.path in wanted],
+        timeout_s=planned.timeout_s,
+        project=revision.project,
+        project_id=revision.project_id,
+        revision=revision.number,
+        revision_id=revision.revision_id,
+        waivers=[w for w in waivers or [] if w.kind in {"*", kind}],
+    )
 
 
 @dataclass
@@ -237,7 +198,7 @@ class LocalRevision:
 
     def job(self, planned: PlannedJob, kind: str, check_id: str = "local-check") -> Job:
         """The Job a planner would queue for `planned`."""
-        return Job.planned(planned, kind=kind, check_id=check_id, revision=self)
+        return job_for(planned, kind=kind, check_id=check_id, revision=self)
 
     def workspace(self, job: Job, root: Path, cache: Path) -> Workspace:
         """A workspace whose src holds the job's inputs, as a worker would lay it out."""

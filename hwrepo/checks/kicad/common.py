@@ -32,7 +32,7 @@ from typing import Any
 
 import sexpdata
 
-from hwrepo.checks.base import (
+from hwrepo.checks.core.kind import (
     Artifact,
     CheckResult,
     Job,
@@ -40,8 +40,7 @@ from hwrepo.checks.base import (
     RevisionFiles,
     Workspace,
 )
-from hwrepo.checks.tools import ToolRun, run_tool
-from hwrepo.checks.violations import (
+from hwrepo.checks.core.violations import (
     Violation,
     ViolationItem,
     apply_waivers,
@@ -49,6 +48,7 @@ from hwrepo.checks.violations import (
     counts,
     to_sarif,
 )
+from hwrepo.checks.run.tools import ToolRun, run_tool
 
 KICAD_CLI = "kicad-cli"
 PROJECT_EXT = ".kicad_pro"

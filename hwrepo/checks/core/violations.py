@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from hwrepo.checks.base import Waiver
+from hwrepo.domain.checks import Waiver
 
 
 class ViolationItem(BaseModel):

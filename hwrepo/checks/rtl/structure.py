@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hwrepo.checks.base import (
+from hwrepo.checks.core.kind import (
     Artifact,
     CheckKind,
     CheckResult,
@@ -24,7 +24,7 @@ from hwrepo.checks.base import (
     RevisionFiles,
     Workspace,
 )
-from hwrepo.checks.rtl import (
+from hwrepo.checks.rtl.common import (
     DesignParams,
     ParsedDesign,
     Unit,
