@@ -325,12 +325,27 @@ def test_files_outside_are_invisible(tmp_path: Path, ws: Path) -> None:
         str(data / "secrets.toml"),
         str(tmp_path / "hwrepo.toml"),
     ]
-    result = py(ws, PROBE_READ, *hidden, "/etc/shadow", "/etc/hostname", str(ws))
+    # Machine configuration is not a tool's installation: a file planted in /etc stays outside.
+    planted = Path("/etc") / f"{marker()}.conf"
+    planted.write_text("machine configuration\n")
+    try:
+        hidden += [str(planted), "/etc/machine-id", "/etc/os-release", "/etc/ssh"]
+        result = py(ws, PROBE_READ, *hidden, "/etc/shadow", "/etc/hostname", str(ws))
+    finally:
+        planted.unlink()
     seen = json.loads(result.output)
     for path in hidden:
         assert seen[path] == "No such file or directory", path
     assert seen["/etc/shadow"] != "readable"
     assert seen["/etc/hostname"] == "readable" and seen[str(ws)] == "readable"
+
+
+def test_identity_files_are_the_sandboxs_own(ws: Path) -> None:
+    result = run(ws, ["sh", "-c", "cat /etc/passwd /etc/group /etc/hostname; id -un"])
+    lines = result.output.split()
+    users = [line.split(":")[0] for line in lines if line.count(":") >= 6]
+    assert users == ["root", "nobody"]
+    assert lines[-2:] == ["sandbox", "nobody"]
 
 
 def test_host_processes_are_invisible(ws: Path) -> None:

@@ -5,11 +5,14 @@ What the step sees:
 
 - its own PID, IPC, UTS and cgroup namespaces, and its own network namespace (nothing but `lo`)
   unless `network=True` (then it shares the worker's network, loopback services included);
-- the system read-only (/usr with Debian's /bin, /lib, /lib64, /sbin symlinks, and /etc with
-  shadow files, sudoers, SSH host keys, TLS private keys and anything named "*hwrepo*" hidden), a
-  fresh /proc and a minimal /dev, size-limited tmpfs on /tmp and /dev/shm, and the binds it is
-  given: the workspace (read-write, also the working directory), `rw_binds` and `ro_binds`, each
-  at its own path. Nothing else of the host: no /root, /home, /var, /work, data directory;
+- the system read-only: /usr (with Debian's /bin, /lib, /lib64, /sbin symlinks), and of /etc only
+  what the installed tools read (the dynamic linker's cache, fonts, Perl's and the alternatives'
+  directories, the time zone; for a step with network also the resolver and the CA
+  certificates), with a `passwd`, `group`, `hostname` and `hosts` of the sandbox's own; a fresh
+  /proc and a minimal /dev, size-limited tmpfs on /tmp and /dev/shm, and the binds it is given:
+  the workspace (read-write, also the working directory), `rw_binds` and `ro_binds`, each at its
+  own path or at the target its `Mount` names. Nothing else of the host: no /root, /home, /var,
+  /work, data directory, no machine configuration;
 - exactly the environment passed in (bubblewrap adds PWD, the working directory);
 - uid/gid 65534 (nobody/nogroup), no capabilities, no-new-privs: bubblewrap runs as root, and
   `setpriv` drops to that uid before the command starts. The workspace and `rw_binds` are handed
@@ -68,18 +71,46 @@ _TAIL_BYTES = 16 * 1024
 _CGROUP_PREFIX = "hwrepo-sandbox-"
 _CGROUP_ENV = "HWREPO_SANDBOX_CGROUP"
 _CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")  # what setpriv needs, dropped by it
-_ETC_HIDDEN = (
-    "shadow",
-    "shadow-",
-    "gshadow",
-    "gshadow-",
-    "sudoers",
-    "sudoers.d",
-    "security/opasswd",
-    "ssl/private",
-    "credstore",
-    "credstore.encrypted",
+# What a sandbox sees of the host's /etc: configuration of the installed tools, nothing about the
+# machine or its users. Entries that do not exist are skipped.
+_ETC_TOOLS = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "fonts",
+    "perl",
+    "python3",
+    "python3.11",
+    "localtime",
+    "timezone",
+    "mime.types",
+    "nsswitch.conf",
+    "gnutls",
 )
+# ... and, for a step with network (installing a testbench's requirements), name resolution and
+# the CA certificates.
+_ETC_NETWORK = (
+    "resolv.conf",
+    "gai.conf",
+    "host.conf",
+    "services",
+    "protocols",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "pip.conf",
+)
+_ETC_OWN = {
+    "passwd": (
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"nobody:x:{SANDBOX_UID}:{SANDBOX_GID}:nobody:/nonexistent:/usr/sbin/nologin\n"
+    ),
+    "group": f"root:x:0:\nnogroup:x:{SANDBOX_GID}:\n",
+    "hostname": "sandbox\n",
+    "hosts": "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+}
 _NO_BINDS_UNDER = (Path("/proc"), Path("/sys"), Path("/dev"))
 _SYSTEM_DIRS = (Path("/usr"), Path("/etc"), Path("/proc"), Path("/dev"))
 _PROTECTED = (
@@ -129,6 +160,21 @@ class SandboxResult:
 
 class SandboxError(RuntimeError):
     """The sandbox cannot be set up as asked (not the step's failure)."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory or file bound into the sandbox at `target` (by default its own path)."""
+
+    source: Path
+    target: Path | None = None
+
+    @property
+    def at(self) -> Path:
+        return self.target if self.target is not None else self.source
+
+
+Bind = Path | Mount
 
 
 # -- availability ----------------------------------------------------------------------------
@@ -411,6 +457,21 @@ def _check_bind(path: Path, what: str, *, writable: bool = False) -> Path:
     return norm
 
 
+def _check_mount(bind: Bind, what: str, *, writable: bool = False) -> Mount:
+    mount = bind if isinstance(bind, Mount) else Mount(Path(bind))
+    source = _check_bind(mount.source, what, writable=writable)
+    if mount.target is None:
+        return Mount(source)
+    target = Path(os.path.normpath(mount.target))
+    if (
+        not target.is_absolute()
+        or target == Path("/")
+        or any(target == p or p in target.parents for p in _PROTECTED)
+    ):
+        raise ValueError(f"{what} may not be mounted at {mount.target}")
+    return Mount(source, target)
+
+
 def _hand_over(path: Path) -> None:
     """chown a writable tree to the sandbox uid, never following a symlink."""
     real = os.path.realpath(path)
@@ -427,30 +488,50 @@ def _hand_over(path: Path) -> None:
                     os.chown(name, SANDBOX_UID, SANDBOX_GID, dir_fd=dirfd, follow_symlinks=False)
 
 
-def _etc_masks() -> list[str]:
-    etc = Path("/etc")
-    hidden = [etc / name for name in _ETC_HIDDEN]
-    hidden += sorted(etc.glob("ssh/ssh_host_*_key"))
-    hidden += sorted(p for p in etc.iterdir() if "hwrepo" in p.name.lower())
-    args: list[str] = []
-    for p in hidden:
-        if p.is_symlink() or not p.exists():
+def _etc_options(network: bool, data: dict[str, int]) -> list[str]:
+    """A tmpfs /etc holding the allowed entries of the host's and the sandbox's own files
+    (`data`: /etc name -> fd of its content)."""
+    args = ["--perms", "0755", "--tmpfs", "/etc"]
+    made: set[Path] = set()
+    for name in _ETC_TOOLS + (_ETC_NETWORK if network else ()):
+        path = Path("/etc") / name
+        if not (path.exists() or path.is_symlink()):
             continue
-        if p.is_dir():
-            args += ["--perms", "0555", "--tmpfs", str(p)]
-        else:
-            args += ["--ro-bind", "/dev/null", str(p)]
-    return args
+        for parent in reversed(path.parents[: len(path.parents) - 2]):  # below /etc
+            if parent not in made:
+                made.add(parent)
+                args += ["--perms", "0755", "--dir", str(parent)]
+        args += ["--ro-bind-try", str(path), str(path)]
+    for name, fd in data.items():
+        args += ["--perms", "0644", "--ro-bind-data", str(fd), f"/etc/{name}"]
+    return [*args, "--remount-ro", "/etc"]
+
+
+@contextlib.contextmanager
+def _etc_data() -> Iterator[dict[str, int]]:
+    """memfds with the sandbox's own passwd, group, hostname and hosts."""
+    fds: dict[str, int] = {}
+    try:
+        for name, text in _ETC_OWN.items():
+            fd = os.memfd_create(f"etc-{name}", os.MFD_CLOEXEC)
+            fds[name] = fd
+            os.write(fd, text.encode())
+            os.lseek(fd, 0, os.SEEK_SET)
+        yield fds
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _bwrap_options(
     *,
-    workdir: Path,
+    workdir: Mount,
     env: dict[str, str],
-    ro_binds: Sequence[Path],
-    rw_binds: Sequence[Path],
+    ro_binds: Sequence[Mount],
+    rw_binds: Sequence[Mount],
     limits: SandboxLimits,
     network: bool,
+    etc_data: dict[str, int],
 ) -> list[str]:
     args = ["--die-with-parent", "--new-session"]
     args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -467,17 +548,17 @@ def _bwrap_options(
             args += ["--symlink", os.readlink(p), str(p)]
         elif p.is_dir():
             args += ["--ro-bind", str(p), str(p)]
-    args += ["--ro-bind", "/etc", "/etc", *_etc_masks()]
+    args += _etc_options(network, etc_data)
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--size", str(limits.file_size_bytes), "--tmpfs", "/tmp"]
     shm = min(limits.file_size_bytes, 256 * 1024**2)
     args += ["--perms", "1777", "--size", str(shm), "--tmpfs", "/dev/shm"]
-    binds = [("--bind", workdir)] + [("--bind", p) for p in rw_binds]
-    binds += [("--ro-bind", p) for p in ro_binds]
-    args += _bind_parents([p for _, p in binds])
-    for flag, p in sorted(binds, key=lambda b: len(b[1].parts)):  # parents before children
-        args += [flag, str(p), str(p)]
-    args += ["--chdir", str(workdir)]
+    binds = [("--bind", workdir)] + [("--bind", m) for m in rw_binds]
+    binds += [("--ro-bind", m) for m in ro_binds]
+    args += _bind_parents([m.at for _, m in binds])
+    for flag, m in sorted(binds, key=lambda b: len(b[1].at.parts)):  # parents before children
+        args += [flag, str(m.source), str(m.at)]
+    args += ["--chdir", str(workdir.at)]
     for cap in _CAPS:
         args += ["--cap-add", cap]
     return args
@@ -620,10 +701,10 @@ def _args_fd(options: list[str]) -> Iterator[int]:
 def run_sandboxed(
     argv: list[str],
     *,
-    workdir: Path,
+    workdir: Bind,
     env: dict[str, str],
-    ro_binds: Sequence[Path] = (),
-    rw_binds: Sequence[Path] = (),
+    ro_binds: Sequence[Bind] = (),
+    rw_binds: Sequence[Bind] = (),
     limits: SandboxLimits = SandboxLimits(),
     network: bool = False,
     log_path: Path | None = None,
@@ -642,11 +723,11 @@ def run_sandboxed(
             raise ValueError(f"invalid environment variable {key!r}")
     if limits.processes < 1 or limits.output_bytes < 0 or limits.wall_s <= 0:
         raise ValueError(f"invalid limits: {limits}")
-    workdir = _check_bind(workdir, "workdir", writable=True)
-    if not workdir.is_dir():
-        raise ValueError(f"workdir is not a directory: {workdir}")
-    ro = [_check_bind(Path(p), "ro_binds entry") for p in ro_binds]
-    rw = [_check_bind(Path(p), "rw_binds entry", writable=True) for p in rw_binds]
+    work = _check_mount(workdir, "workdir", writable=True)
+    if not work.source.is_dir():
+        raise ValueError(f"workdir is not a directory: {work.source}")
+    ro = [_check_mount(p, "ro_binds entry") for p in ro_binds]
+    rw = [_check_mount(p, "rw_binds entry", writable=True) for p in rw_binds]
     bwrap = _tool("bwrap")
     if bwrap is None:
         raise SandboxError("bwrap is not installed")
@@ -655,21 +736,32 @@ def run_sandboxed(
     if process_limiter == "cgroup" and root is None:
         raise SandboxError("no pids cgroup can be made here")
 
-    log = _Log(log_path, [workdir, *rw])
+    writable = [work.source, *(m.source for m in rw)]
+    log = _Log(log_path, writable)
     cgroup: _PidsCgroup | None = None
     try:
         try:
-            for tree in [workdir, *rw]:
+            for tree in writable:
                 _hand_over(tree)
             if root is not None:
                 cgroup = _PidsCgroup(root, limits.processes + 2)  # +2: the two bwraps
         except OSError as exc:
             raise SandboxError(f"cannot prepare the sandbox: {exc}") from exc
-        options = _bwrap_options(
-            workdir=workdir, env=env, ro_binds=ro, rw_binds=rw, limits=limits, network=network
-        )
         log.write(f"$ {shlex.join(argv)}\n".encode())
-        with _args_fd(options) as fd:
+        with (
+            _etc_data() as etc_data,
+            _args_fd(
+                _bwrap_options(
+                    workdir=work,
+                    env=env,
+                    ro_binds=ro,
+                    rw_binds=rw,
+                    limits=limits,
+                    network=network,
+                    etc_data=etc_data,
+                )
+            ) as fd,
+        ):
             launcher = [
                 "/bin/sh",
                 "-c",
@@ -693,7 +785,7 @@ def run_sandboxed(
                 env={},
                 cwd="/",
                 start_new_session=True,
-                pass_fds=(fd,),
+                pass_fds=(fd, *etc_data.values()),
             )
         try:
             return _supervise(proc, start, limits, cgroup, log)
