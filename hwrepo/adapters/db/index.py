@@ -38,6 +38,15 @@ MAX_REJECTIONS = 5  # an outbox row NATS refused this often is set aside
 
 
 @dataclass(frozen=True)
+class OutboxMessage:
+    """A pending outbox row: what the relay publishes, under `id` as its Nats-Msg-Id."""
+
+    id: str
+    subject: str
+    payload: str
+
+
+@dataclass(frozen=True)
 class ProjectQuery:
     viewer: User | None
     kind: ProjectKind | None = None
@@ -438,7 +447,7 @@ class Index:
             OutboxRow(id=msg_id, subject=subject, payload=payload, created=utcnow(), attempts=0)
         )
 
-    def pending_events(self, limit: int = 100) -> list[OutboxRow]:
+    def pending_events(self, limit: int = 100) -> list[OutboxMessage]:
         """Unpublished rows in commit order, except those NATS refused MAX_REJECTIONS times."""
         stmt = (
             select(OutboxRow)
@@ -446,7 +455,27 @@ class Index:
             .order_by(OutboxRow.seq)
             .limit(limit)
         )
-        return list(self.session.scalars(stmt))
+        return [OutboxMessage(r.id, r.subject, r.payload) for r in self.session.scalars(stmt)]
+
+    def mark_published(self, ids: list[str]) -> None:
+        """JetStream acknowledged these messages: the relay will not publish them again."""
+        if not ids:
+            return
+        self.session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(ids))
+            .values(published_at=utcnow(), attempts=OutboxRow.attempts + 1)
+        )
+
+    def note_failure(self, msg_id: str, error: str, *, counts_as_attempt: bool) -> None:
+        """Keep why publishing a message failed; an attempt that counts brings it closer to being
+        set aside (MAX_REJECTIONS)."""
+        attempts = OutboxRow.attempts + 1 if counts_as_attempt else OutboxRow.attempts
+        self.session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == msg_id)
+            .values(attempts=attempts, last_error=error)
+        )
 
     def pending_count(self) -> int:
         return (
