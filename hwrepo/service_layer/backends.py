@@ -10,56 +10,40 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
-
-from hwrepo.adapters.db.engine import make_engine, migrate, session_factory
+from hwrepo.adapters.db.database import Database
 from hwrepo.adapters.db.index import Index
 from hwrepo.adapters.objectstore import ObjectStore
 from hwrepo.adapters.objectstore import from_settings as store_from_settings
 from hwrepo.config import Settings
-from hwrepo.domain.errors import ServiceUnavailable
-
-DATABASE = "The metadata database"
 
 
 @dataclass
 class Backends:
     settings: Settings
     store: ObjectStore
-    engine: Engine
-    reader: sessionmaker[Session]
-    writer: sessionmaker[Session]
+    database: Database
     # Called after a transaction that wrote outbox events commits (wakes the relay early).
     event_listeners: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate_schema: bool = True) -> Backends:
-        engine = make_engine(settings.db_url)
+        database = Database(settings.db_url)
         if migrate_schema:
             if settings.embedded_db:
                 settings.data_dir.mkdir(parents=True, exist_ok=True)
-            migrate(engine)
-        return cls(
-            settings=settings,
-            store=store_from_settings(settings),
-            engine=engine,
-            reader=session_factory(engine),
-            writer=session_factory(engine, write=True),
-        )
+            database.migrate()
+        return cls(settings=settings, store=store_from_settings(settings), database=database)
 
     @contextmanager
     def reading(self) -> Iterator[Index]:
-        with _database_errors(), self.reader() as session:
-            yield Index(session)
+        with self.database.reading() as index:
+            yield index
 
     @contextmanager
     def writing(self) -> Iterator[Index]:
         """A unit of work: commits when the block ends normally, rolls back otherwise."""
-        with _database_errors(), self.writer() as session, session.begin():
-            index = Index(session)
+        with self.database.writing() as index:
             yield index
         self.events_committed()
 
@@ -68,20 +52,7 @@ class Backends:
             listener()
 
     def ping_database(self) -> None:
-        with _database_errors(), self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        self.database.ping()
 
     def close(self) -> None:
-        self.engine.dispose()
-
-
-@contextmanager
-def _database_errors() -> Iterator[None]:
-    try:
-        yield
-    except OperationalError as exc:
-        raise ServiceUnavailable(DATABASE, str(exc.orig).splitlines()[0]) from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise ServiceUnavailable(DATABASE, "the connection was lost") from exc
-        raise
+        self.database.close()

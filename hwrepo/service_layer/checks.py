@@ -6,10 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select, update
-
 from hwrepo.adapters.db.index import Index
-from hwrepo.adapters.db.orm import CheckRow, ProjectRow, RevisionRow
 from hwrepo.adapters.eventbus import job_subject
 from hwrepo.domain import events
 from hwrepo.domain.checks import (
@@ -31,28 +28,6 @@ from hwrepo.service_layer.revisions import get_revision
 log = logging.getLogger(__name__)
 
 
-def _check(row: CheckRow) -> Check:
-    return Check(
-        id=row.id,
-        revision_id=row.revision_id,
-        project_id=row.project_id,
-        revision=row.revision,
-        kind=row.kind,
-        name=row.name,
-        run=row.run,
-        state=CheckState(row.state),
-        summary=row.summary,
-        created=row.created,
-        started=row.started,
-        finished=row.finished,
-        details_key=row.details_key,
-        artifacts=list(row.artifacts or []),
-        counts=dict(row.counts or {}),
-        detected=dict(row.detected or {}),
-        job=dict(row.job or {}),
-    )
-
-
 # -- recording events ------------------------------------------------------------------------
 def record(backends: Backends, event: events.Event) -> bool:
     """Fold one event into the index. Returns False when it changed nothing (a duplicate, an
@@ -71,94 +46,83 @@ def record_in(index: Index, event: events.Event) -> bool:
 
 def _planned(index: Index, event: events.Event) -> bool:
     data = events.RevisionPlanned.model_validate(event.data)
-    result = index.session.execute(
-        update(RevisionRow)
-        .where(RevisionRow.id == data.revision_id)
-        .values(planned=True, plan_errors=data.errors)
-    )
-    return bool(result.rowcount)
-
-
-def _row(index: Index, check_id: str) -> CheckRow | None:
-    return index.session.get(CheckRow, check_id, with_for_update=True)
-
-
-def _revision_exists(index: Index, revision_id: str) -> bool:
-    return index.session.get(RevisionRow, revision_id) is not None
+    return index.set_planned(data.revision_id, data.errors)
 
 
 def _queued(index: Index, event: events.Event) -> bool:
+    return _queue(index, event) is not None
+
+
+def _queue(index: Index, event: events.Event) -> Check | None:
+    """Fold a check.queued event; the check as stored, or None when the event changed nothing."""
     data = events.CheckQueued.model_validate(event.data)
-    row = _row(index, data.check_id)
-    current = _check(row) if row else None
-    if not accepts(current, data.run, CheckState.QUEUED) or not _revision_exists(
-        index, data.revision_id
+    current = index.check(data.check_id, for_update=True)
+    if not accepts(current, data.run, CheckState.QUEUED) or not index.revision_exists(
+        data.revision_id
     ):
-        return False
-    if row is None:
-        row = CheckRow(id=data.check_id, created=event.time)
-        index.session.add(row)
-    row.revision_id = data.revision_id
-    row.project_id = data.project_id
-    row.revision = data.number
-    row.kind = data.kind
-    row.name = data.name
-    row.run = data.run
-    row.state = CheckState.QUEUED.value
-    row.summary = ""
-    row.started = None
-    row.finished = None
-    row.details_key = None
-    row.artifacts = []
-    row.counts = {}
-    row.detected = data.detected
-    row.job = data.job
-    return True
+        return None
+    check = Check(
+        id=data.check_id,
+        revision_id=data.revision_id,
+        project_id=data.project_id,
+        revision=data.number,
+        kind=data.kind,
+        name=data.name,
+        run=data.run,
+        state=CheckState.QUEUED,
+        summary="",
+        created=current.created if current else event.time,
+        detected=data.detected,
+        job=data.job,
+    )
+    index.save_check(check)
+    return check
 
 
 def _started(index: Index, event: events.Event) -> bool:
     data = events.CheckStarted.model_validate(event.data)
-    row = _row(index, data.check_id)
-    if row is None or not accepts(_check(row), data.run, CheckState.RUNNING):
+    check = index.check(data.check_id, for_update=True)
+    if check is None or not accepts(check, data.run, CheckState.RUNNING):
         return False
-    if data.run > row.run:
+    if data.run > check.run:
         return False  # the queued event of that run comes first; a started one alone is unusable
-    row.state = CheckState.RUNNING.value
-    row.started = event.time
-    row.summary = f"running on {data.worker} (attempt {data.attempt})"
+    check.state = CheckState.RUNNING
+    check.started = event.time
+    check.summary = f"running on {data.worker} (attempt {data.attempt})"
+    index.save_check(check)
     return True
 
 
 def _finished(index: Index, event: events.Event) -> bool:
     data = events.CheckFinished.model_validate(event.data)
-    row = _row(index, data.check_id)
+    check = index.check(data.check_id, for_update=True)
     state = CheckState(data.state)
-    current = _check(row) if row else None
-    if not accepts(current, data.run, state):
+    if not accepts(check, data.run, state):
         return False
-    if row is None:
-        if not _revision_exists(index, data.revision_id):
+    if check is None:
+        if not index.revision_exists(data.revision_id):
             return False
-        row = CheckRow(
+        check = Check(
             id=data.check_id,
+            revision_id=data.revision_id,
+            project_id=data.project_id,
+            revision=data.number,
+            kind=data.kind,
+            name=data.name,
+            run=data.run,
+            state=state,
+            summary="",
             created=event.time,
-            detected={},
-            job={},
         )
-        index.session.add(row)
-        row.revision_id = data.revision_id
-        row.project_id = data.project_id
-        row.revision = data.number
-        row.kind = data.kind
-        row.name = data.name
-    row.run = data.run
-    row.state = state.value
-    row.summary = data.summary
-    row.started = data.started or row.started
-    row.finished = data.finished or event.time
-    row.details_key = data.details
-    row.artifacts = data.artifacts
-    row.counts = data.counts
+    check.run = data.run
+    check.state = state
+    check.summary = data.summary
+    check.started = data.started or check.started
+    check.finished = data.finished or event.time
+    check.details_key = data.details
+    check.artifacts = data.artifacts
+    check.counts = data.counts
+    index.save_check(check)
     return True
 
 
@@ -176,15 +140,8 @@ def list_checks(
 ) -> tuple[Project, Revision, RevisionState, bool, list[str], list[Check]]:
     project, revision = get_revision(backends, actor, owner, name, number)
     with backends.reading() as index:
-        rev_row = index.session.get(RevisionRow, revision.id)
-        rows = index.session.scalars(
-            select(CheckRow)
-            .where(CheckRow.revision_id == revision.id)
-            .order_by(CheckRow.kind, CheckRow.name)
-        ).all()
-        checks = [_check(r) for r in rows]
-    planned = bool(rev_row and rev_row.planned)
-    errors = list(rev_row.plan_errors or []) if rev_row else []
+        planned, errors = index.plan_state(revision.id)
+        checks = index.revision_checks(revision.id)
     return project, revision, revision_state(planned, checks), planned, errors, checks
 
 
@@ -193,9 +150,8 @@ def get_check(
 ) -> tuple[Project, Check]:
     project, revision = get_revision(backends, actor, owner, name, number)
     with backends.reading() as index:
-        row = index.session.get(CheckRow, check_id)
-        check = _check(row) if row is not None and row.revision_id == revision.id else None
-    if check is None:
+        check = index.check(check_id)
+    if check is None or check.revision_id != revision.id:
         raise NotFound(f"revision {number} of {project.full_name} has no check {check_id!r}")
     return project, check
 
@@ -233,36 +189,28 @@ def rerun(
     rerun_checks: list[Check] = []
     with backends.writing() as index:
         locked = visible_project(index, actor, owner, name)
-        waivers = [Waiver.model_validate(w) for w in _project_waivers(index, locked.id)]
-        stmt = select(CheckRow).where(CheckRow.revision_id == revision.id).with_for_update()
-        if check_id is not None:
-            stmt = stmt.where(CheckRow.id == check_id)
-        rows = index.session.scalars(stmt).all()
-        if check_id is not None and not rows:
+        waivers = [Waiver.model_validate(w) for w in index.project_waivers(locked.id)]
+        found = index.revision_checks(revision.id, check_id=check_id, for_update=True)
+        if check_id is not None and not found:
             raise NotFound(f"revision {number} of {project.full_name} has no check {check_id!r}")
-        for row in rows:
-            if not row.job:
-                raise Invalid(f"check {row.name!r} was never queued as a job; it cannot re-run")
-            if not CheckState(row.state).final:
+        for check in found:
+            if not check.job:
+                raise Invalid(f"check {check.name!r} was never queued as a job; it cannot re-run")
+            if not check.state.final:
                 continue  # already queued or running
-            job = Job.model_validate(row.job)
+            job = Job.model_validate(check.job)
             job = job.model_copy(
                 update={
-                    "run": row.run + 1,
+                    "run": check.run + 1,
                     "waivers": [w for w in waivers if w.kind in {"*", job.kind}],
                 }
             )
-            queued = jobs.queued_event(job, row.detected)
-            _queued(index, queued)
+            queued = jobs.queued_event(job, check.detected)
+            requeued = _queue(index, queued)
             index.add_event(queued)
             index.add_message(job_subject(job.kind), job.model_dump_json(), job.job_id)
-            rerun_checks.append(_check(row))
+            rerun_checks.append(requeued or check)
     return rerun_checks
-
-
-def _project_waivers(index: Index, project_id: str) -> list[dict[str, Any]]:
-    row = index.session.get(ProjectRow, project_id)
-    return list(row.waivers or []) if row else []
 
 
 def counts_by_state(checks: list[Check]) -> dict[str, int]:

@@ -14,12 +14,9 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError
 from nats.js.errors import APIError
-from sqlalchemy import update
 
 from hwrepo.adapters import eventbus
-from hwrepo.adapters.db.orm import OutboxRow
 from hwrepo.domain.errors import ServiceUnavailable
-from hwrepo.domain.model import utcnow
 from hwrepo.metrics import EVENTS_PUBLISHED
 from hwrepo.service_layer.backends import Backends
 
@@ -43,25 +40,14 @@ class OutboxRelay:
 
     def _pending(self) -> list[tuple[str, str, str]]:
         with self.backends.reading() as index:
-            return [(r.id, r.subject, r.payload) for r in index.pending_events(self.batch)]
+            return [(m.id, m.subject, m.payload) for m in index.pending_events(self.batch)]
 
     def _mark(self, published: list[str], failed: dict[str, str], rejected: bool) -> None:
         with self.backends.writing() as index:
-            session = index.session
-            if published:
-                session.execute(
-                    update(OutboxRow)
-                    .where(OutboxRow.id.in_(published))
-                    .values(published_at=utcnow(), attempts=OutboxRow.attempts + 1)
-                )
+            index.mark_published(published)
             for event_id, error in failed.items():
                 # Only a message NATS refuses counts as an attempt; an outage does not.
-                attempts = OutboxRow.attempts + 1 if rejected else OutboxRow.attempts
-                session.execute(
-                    update(OutboxRow)
-                    .where(OutboxRow.id == event_id)
-                    .values(attempts=attempts, last_error=error[:2000])
-                )
+                index.note_failure(event_id, error[:2000], counts_as_attempt=rejected)
 
     async def publish_pending(self) -> int:
         """One pass; returns how many events were published."""

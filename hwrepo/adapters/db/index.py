@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from hwrepo.adapters.db.orm import (
+    CheckRow,
     MemberRow,
     OutboxRow,
     ProjectRow,
@@ -17,6 +19,7 @@ from hwrepo.adapters.db.orm import (
     TokenRow,
     UserRow,
 )
+from hwrepo.domain.checks import Check, CheckState
 from hwrepo.domain.events import Event
 from hwrepo.domain.model import (
     FileEntry,
@@ -32,6 +35,15 @@ from hwrepo.domain.model import (
 )
 
 MAX_REJECTIONS = 5  # an outbox row NATS refused this often is set aside
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A pending outbox row: what the relay publishes, under `id` as its Nats-Msg-Id."""
+
+    id: str
+    subject: str
+    payload: str
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,28 @@ def _revision(row: RevisionRow) -> Revision:
         files=[FileEntry(f.path, f.size, f.sha256, f.media_type) for f in row.files],
         idempotency_key=row.idempotency_key,
         fingerprint=row.fingerprint,
+    )
+
+
+def _check(row: CheckRow) -> Check:
+    return Check(
+        id=row.id,
+        revision_id=row.revision_id,
+        project_id=row.project_id,
+        revision=row.revision,
+        kind=row.kind,
+        name=row.name,
+        run=row.run,
+        state=CheckState(row.state),
+        summary=row.summary,
+        created=row.created,
+        started=row.started,
+        finished=row.finished,
+        details_key=row.details_key,
+        artifacts=list(row.artifacts or []),
+        counts=dict(row.counts or {}),
+        detected=dict(row.detected or {}),
+        job=dict(row.job or {}),
     )
 
 
@@ -161,6 +195,11 @@ class Index:
     def project_by_id(self, project_id: str) -> Project | None:
         row = self.session.get(ProjectRow, project_id, options=list(_PROJECT_LOAD))
         return _project(row) if row else None
+
+    def project_waivers(self, project_id: str) -> list[dict[str, Any]]:
+        """The project's waivers as stored ([] for an unknown project)."""
+        row = self.session.get(ProjectRow, project_id)
+        return list(row.waivers or []) if row else []
 
     def search_projects(self, query: ProjectQuery) -> tuple[list[Project], int]:
         stmt = select(ProjectRow).join(UserRow, ProjectRow.owner_id == UserRow.id)
@@ -280,6 +319,25 @@ class Index:
         ).one_or_none()
         return _revision(row) if row else None
 
+    def revision_exists(self, revision_id: str) -> bool:
+        return self.session.get(RevisionRow, revision_id) is not None
+
+    def set_planned(self, revision_id: str, errors: list[str]) -> bool:
+        """Mark the revision planned (its checks announced); False if there is no such revision."""
+        result = self.session.execute(
+            update(RevisionRow)
+            .where(RevisionRow.id == revision_id)
+            .values(planned=True, plan_errors=errors)
+        )
+        return bool(result.rowcount)
+
+    def plan_state(self, revision_id: str) -> tuple[bool, list[str]]:
+        """(planned, planning errors) of a revision; (False, []) for an unknown one."""
+        row = self.session.get(RevisionRow, revision_id)
+        if row is None:
+            return False, []
+        return bool(row.planned), list(row.plan_errors or [])
+
     def revision_by_idempotency_key(self, project_id: str, key: str) -> Revision | None:
         number = self.session.scalar(
             select(RevisionRow.number).where(
@@ -334,6 +392,51 @@ class Index:
             out.append((rev, int(n or 0), int(size or 0)))
         return out, total
 
+    # -- checks ----------------------------------------------------------------------------
+    def check(self, check_id: str, *, for_update: bool = False) -> Check | None:
+        """One check; `for_update` locks its row until the unit of work ends."""
+        row = self.session.get(CheckRow, check_id, with_for_update=for_update)
+        return _check(row) if row else None
+
+    def revision_checks(
+        self, revision_id: str, *, check_id: str | None = None, for_update: bool = False
+    ) -> list[Check]:
+        """The checks of a revision by kind and name (only `check_id`, if given); `for_update`
+        locks their rows until the unit of work ends."""
+        stmt = (
+            select(CheckRow)
+            .where(CheckRow.revision_id == revision_id)
+            .order_by(CheckRow.kind, CheckRow.name)
+        )
+        if check_id is not None:
+            stmt = stmt.where(CheckRow.id == check_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return [_check(r) for r in self.session.scalars(stmt)]
+
+    def save_check(self, check: Check) -> None:
+        """Insert or update a check with every field of `check`."""
+        row = self.session.get(CheckRow, check.id)
+        if row is None:
+            row = CheckRow(id=check.id)
+            self.session.add(row)
+        row.revision_id = check.revision_id
+        row.project_id = check.project_id
+        row.revision = check.revision
+        row.kind = check.kind
+        row.name = check.name
+        row.run = check.run
+        row.state = check.state.value
+        row.summary = check.summary
+        row.created = check.created
+        row.started = check.started
+        row.finished = check.finished
+        row.details_key = check.details_key
+        row.artifacts = list(check.artifacts)
+        row.counts = dict(check.counts)
+        row.detected = dict(check.detected)
+        row.job = dict(check.job)
+
     # -- outbox ----------------------------------------------------------------------------
     def add_event(self, event: Event) -> None:
         self.add_message(event.nats_subject, event.to_json().decode(), event.id)
@@ -344,7 +447,7 @@ class Index:
             OutboxRow(id=msg_id, subject=subject, payload=payload, created=utcnow(), attempts=0)
         )
 
-    def pending_events(self, limit: int = 100) -> list[OutboxRow]:
+    def pending_events(self, limit: int = 100) -> list[OutboxMessage]:
         """Unpublished rows in commit order, except those NATS refused MAX_REJECTIONS times."""
         stmt = (
             select(OutboxRow)
@@ -352,7 +455,27 @@ class Index:
             .order_by(OutboxRow.seq)
             .limit(limit)
         )
-        return list(self.session.scalars(stmt))
+        return [OutboxMessage(r.id, r.subject, r.payload) for r in self.session.scalars(stmt)]
+
+    def mark_published(self, ids: list[str]) -> None:
+        """JetStream acknowledged these messages: the relay will not publish them again."""
+        if not ids:
+            return
+        self.session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(ids))
+            .values(published_at=utcnow(), attempts=OutboxRow.attempts + 1)
+        )
+
+    def note_failure(self, msg_id: str, error: str, *, counts_as_attempt: bool) -> None:
+        """Keep why publishing a message failed; an attempt that counts brings it closer to being
+        set aside (MAX_REJECTIONS)."""
+        attempts = OutboxRow.attempts + 1 if counts_as_attempt else OutboxRow.attempts
+        self.session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == msg_id)
+            .values(attempts=attempts, last_error=error)
+        )
 
     def pending_count(self) -> int:
         return (
