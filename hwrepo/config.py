@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     upload_limits: UploadLimits = Field(default_factory=UploadLimits)
     outbox_poll_s: float = 0.5
     seed_demo_projects: bool = True
+    ready_timeout_s: float = 60.0  # `hwrepo up`: how long /readyz may take to answer 200
 
     # Check workers (`hwrepo worker`; `hwrepo up` starts `workers` of them).
     workers: int = 1
