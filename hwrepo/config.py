@@ -6,9 +6,11 @@ a SeaweedFS S3 server, a nats-server and SQLite, all under the data directory.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import tomllib
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,7 @@ class Settings(BaseSettings):
     upload_limits: UploadLimits = Field(default_factory=UploadLimits)
     outbox_poll_s: float = 0.5
     seed_demo_projects: bool = True
+    ready_timeout_s: float = 60.0  # `hwrepo up`: how long /readyz may take to answer 200
 
     # Check workers (`hwrepo worker`; `hwrepo up` starts `workers` of them).
     workers: int = 1
@@ -125,26 +128,7 @@ class Settings(BaseSettings):
     @cached_property
     def secrets(self) -> dict[str, str]:
         """Credentials of the embedded servers, made once per data directory and kept there."""
-        path = self.data_dir / "secrets.toml"
-        values: dict[str, str] = {}
-        if path.exists():
-            with path.open("rb") as fh:
-                values = {k: str(v) for k, v in tomllib.load(fh).items()}
-        wanted = {
-            "s3_access_key": lambda: "hwrepo-" + secrets.token_hex(6),
-            "s3_secret_key": lambda: secrets.token_urlsafe(30),
-            "nats_password": lambda: secrets.token_urlsafe(24),
-        }
-        missing = {k: make() for k, make in wanted.items() if k not in values}
-        if missing:
-            values.update(missing)
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.writelines(f'{k} = "{v}"\n' for k, v in values.items())
-            os.replace(tmp, path)
-        return values
+        return load_secrets(self.data_dir)
 
     @property
     def nats_credentials(self) -> dict[str, str]:
@@ -191,6 +175,45 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.api_host}:{self.api_port}"
+
+
+# Secrets of the embedded servers, made once per data directory. The S3 keys are the MinIO
+# client's; the NATS password is every client's; the JWT signing keys are the SeaweedFS server's
+# own (its filer and volume servers accept only requests signed with them, see embedded.py).
+SECRET_MAKERS: dict[str, Callable[[], str]] = {
+    "s3_access_key": lambda: "hwrepo-" + secrets.token_hex(6),
+    "s3_secret_key": lambda: secrets.token_urlsafe(30),
+    "nats_password": lambda: secrets.token_urlsafe(24),
+    "s3_jwt_volume_write": lambda: secrets.token_urlsafe(32),
+    "s3_jwt_volume_read": lambda: secrets.token_urlsafe(32),
+    "s3_jwt_filer_write": lambda: secrets.token_urlsafe(32),
+    "s3_jwt_filer_read": lambda: secrets.token_urlsafe(32),
+}
+
+
+def load_secrets(data_dir: Path) -> dict[str, str]:
+    """The data directory's secrets.toml (0600), with any secret it lacks made and added (under
+    a lock, so that processes starting together agree on them)."""
+    path = data_dir / "secrets.toml"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = os.open(data_dir / ".secrets.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        values: dict[str, str] = {}
+        if path.exists():
+            with path.open("rb") as fh:
+                values = {k: str(v) for k, v in tomllib.load(fh).items()}
+        missing = {k: make() for k, make in SECRET_MAKERS.items() if k not in values}
+        if missing:
+            values.update(missing)
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.writelines(f'{k} = "{v}"\n' for k, v in values.items())
+            os.replace(tmp, path)
+    finally:
+        os.close(lock_fd)
+    return values
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,14 +1,19 @@
 """`hwrepo up`: start the embedded servers (when no external ones are configured), prepare the
 bucket, the streams and the index, seed the demo projects, then run the API and keep every
-child alive until Ctrl-C, which stops them all in reverse order."""
+child alive until Ctrl-C, which stops them all in reverse order. The URL is printed once the
+API's /readyz answers 200, that is when it reaches S3, NATS and the database."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -43,6 +48,64 @@ def _worker(settings: Settings, number: int) -> Server:
         log_path=settings.data_dir / "logs" / f"worker-{number}.log",
         env={"HWREPO_DATA_DIR": str(Path(settings.data_dir).resolve())},
     )
+
+
+def _local_url(settings: Settings) -> str:
+    """Where this machine reaches the API it starts (base_url may be a public name)."""
+    host = settings.api_host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}"
+
+
+def _not_ready(body: bytes) -> str:
+    """What a 503 of /readyz names: "nats (NATS JetStream is unreachable: not connected)"."""
+    try:
+        checks = json.loads(body)["checks"]
+        return ", ".join(f"{name} ({state})" for name, state in checks.items() if state != "ok")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return body.decode(errors="replace")[:300]
+
+
+def wait_ready(
+    url: str,
+    timeout_s: float,
+    *,
+    alive: Callable[[], bool],
+    stopping: threading.Event,
+    log_path: Path,
+) -> bool:
+    """Poll `url` (/readyz) until it answers 200: True; False when stopping was asked for
+    meanwhile. StartFailed, naming what is not ready, when that takes longer than `timeout_s`
+    or the API exits."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    deadline = time.monotonic() + timeout_s
+    last = "the API did not answer"
+    while not stopping.is_set():
+        if not alive():
+            raise embedded.StartFailed(
+                f"the API exited while starting ({last}); last lines of {log_path}:\n"
+                f"{embedded.tail(log_path)}"
+            )
+        try:
+            with opener.open(url, timeout=5) as response:
+                if response.status == 200:
+                    return True
+                last = f"{url} answered {response.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"not ready: {_not_ready(exc.read())}"
+        except (OSError, ValueError) as exc:
+            last = f"{url} did not answer: {exc}"
+        if time.monotonic() >= deadline:
+            raise embedded.StartFailed(
+                f"hwrepo was not ready after {timeout_s:g} s: {last}. See {log_path}"
+            )
+        stopping.wait(0.2)
+    return False
 
 
 class Supervisor:
@@ -80,6 +143,15 @@ class Supervisor:
                 worker = _worker(settings, number)
                 worker.start()
                 self.servers.append(worker)
+            ready = wait_ready(
+                f"{_local_url(settings)}/readyz",
+                settings.ready_timeout_s,
+                alive=api.alive,
+                stopping=self.stopping,
+                log_path=api.log_path,
+            )
+            if not ready:  # Ctrl-C while waiting
+                return 0
             print(f"hwrepo is running: {settings.base_url}/  (API docs: {settings.base_url}/docs)")
             print(f"data: {Path(settings.data_dir).resolve()}   logs: {settings.data_dir}/logs")
             print("press Ctrl-C to stop", flush=True)

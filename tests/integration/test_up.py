@@ -1,6 +1,7 @@
 """`hwrepo up` end to end, as a user runs it: a subprocess with every embedded port moved to a free
-one, the demo catalogue published on the first start only, Ctrl-C stopping every child, and a
-second instance on the same ports refused with a message naming the port."""
+one, the URL printed only once /readyz answers 200, the demo catalogue published on the first
+start only, Ctrl-C stopping every child, and a second instance on the same ports refused with a
+message naming the port."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import tomllib
@@ -22,7 +24,7 @@ from hwrepo.config import EmbeddedPorts
 from hwrepo.entrypoints import embedded
 from tests.integration.helpers import clean_env
 
-HWREPO = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "hwrepo"
+HWREPO = Path(sys.executable).parent / "hwrepo"  # the command of the environment running the tests
 CATALOGUE = Path(__file__).resolve().parents[2] / "designs" / "catalogue.toml"
 
 
@@ -37,6 +39,7 @@ class Up:
     def __init__(self, data_dir: Path, port: int, env: dict[str, str]) -> None:
         self.lines: list[str] = []
         self.url: str | None = None
+        self.ready_when_printed: tuple[int, str] | None = None  # /readyz as the URL appeared
         self._running = threading.Event()
         self.process = subprocess.Popen(
             [str(HWREPO), "up", "--data-dir", str(data_dir), "--port", str(port)],
@@ -53,7 +56,12 @@ class Up:
         for line in self.process.stdout:
             self.lines.append(line.rstrip("\n"))
             if line.startswith("hwrepo is running: "):
-                self.url = line.split()[3].rstrip("/")
+                url = line.split()[3].rstrip("/")
+                try:  # at once, before anything else
+                    self.ready_when_printed = _get(f"{url}/readyz")
+                except OSError as exc:
+                    self.ready_when_printed = (0, f"no answer: {exc}")
+                self.url = url
                 self._running.set()
         self._running.set()  # it ended
 
@@ -89,6 +97,17 @@ def _get(url: str) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def _assert_ready(readyz: tuple[int, str] | None) -> None:
+    """/readyz, asked the moment the URL was printed, was 200 with every part reachable."""
+    assert readyz is not None
+    status, body = readyz
+    assert status == 200, body
+    assert json.loads(body) == {
+        "status": "ready",
+        "checks": {"s3": "ok", "nats": "ok", "database": "ok"},
+    }
 
 
 def _get_json(url: str) -> Any:
@@ -187,13 +206,7 @@ def test_hwrepo_up_runs_seeds_once_stops_cleanly_and_refuses_busy_ports(
         url = first.wait_running()
         assert url == f"http://127.0.0.1:{port}"
         assert f"published {len(demo)} demo project(s) from designs/" in first.output
-
-        status, ready = _get(f"{url}/readyz")
-        assert status == 200, ready
-        assert json.loads(ready) == {
-            "status": "ready",
-            "checks": {"s3": "ok", "nats": "ok", "database": "ok"},
-        }
+        _assert_ready(first.ready_when_printed)
         status, page = _get(f"{url}/")
         assert status == 200
         for name in demo:
@@ -222,6 +235,7 @@ def test_hwrepo_up_runs_seeds_once_stops_cleanly_and_refuses_busy_ports(
     second = Up(data_dir, port, env)
     try:
         url = second.wait_running()
+        _assert_ready(second.ready_when_printed)
         assert "published" not in second.output
         listed = _get_json(f"{url}/api/v1/projects?per_page=100&owner=demo")
         assert sorted(p["full_name"] for p in listed["items"]) == demo
