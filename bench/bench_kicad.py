@@ -54,8 +54,10 @@ from common import (
     timed,
 )
 
-from hwrepo.checks.core.kind import CheckKind, LocalRevision
-from hwrepo.checks.kicad import common as kicad
+from hwrepo.checks.core.kind import CheckKind
+from hwrepo.checks.core.local import LocalRevision
+from hwrepo.checks.kicad import designs as kicad_designs
+from hwrepo.checks.kicad import kind as kicad
 from hwrepo.checks.kicad.drc import DrcKind
 from hwrepo.checks.kicad.erc import ErcKind
 from hwrepo.checks.registry import all_kinds
@@ -167,7 +169,7 @@ def bare_run(
     if libs:
         config = home / ".config" / "kicad" / setup.series
         config.mkdir(parents=True)
-        for table in kicad.LIBRARY_TABLES:
+        for table in kicad_designs.LIBRARY_TABLES:
             shutil.copyfile(setup.templates / table, config / table)
     report = scratch / f"bare-{check}.json"
     report.unlink(missing_ok=True)

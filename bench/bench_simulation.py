@@ -50,9 +50,9 @@ from common import (
     seconds,
 )
 
-from hwrepo.checks.core.kind import LocalRevision
+from hwrepo.checks.core.local import LocalRevision
+from hwrepo.checks.run.installed import verilator_env, verilator_root
 from hwrepo.checks.run.sandbox import SYSTEM_PATH
-from hwrepo.checks.run.tools import verilator_env, verilator_root
 from hwrepo.checks.simulation import environments as simenv
 from hwrepo.checks.simulation.kind import DEFAULT_BUILD_ARGS, SimulationKind
 from hwrepo.checks.simulation.testbenches import JobParams

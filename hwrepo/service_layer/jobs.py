@@ -14,13 +14,13 @@ import socket
 import tempfile
 import traceback
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hwrepo.adapters.objectstore import ObjectStore, blob_key, result_prefix
 from hwrepo.checks.core.kind import Artifact, CheckKind, CheckResult, Workspace
+from hwrepo.checks.run.runner import Sandbox
 from hwrepo.domain import events
 from hwrepo.domain.checks import Job
 from hwrepo.domain.model import FileEntry, utcnow
@@ -161,7 +161,9 @@ def store_result(store: ObjectStore, job: Job, result: CheckResult, started: Any
     prefix = result_prefix(job.project_id, job.revision, job.check_id, job.run)
     artifacts = []
     for artifact in result.artifacts:
-        if not artifact.path.exists():
+        # What a job left in its workspace may be a link a sandboxed process planted: only
+        # regular files reached without a symlink leave the worker.
+        if artifact.path.is_symlink() or not artifact.path.is_file():
             continue
         size = artifact.path.stat().st_size
         key = prefix + "artifacts/" + artifact.name
@@ -197,13 +199,7 @@ def store_result(store: ObjectStore, job: Job, result: CheckResult, started: Any
     return event
 
 
-def execute(
-    store: ObjectStore,
-    kind: CheckKind,
-    job: Job,
-    dirs: WorkerDirs,
-    heartbeat: Callable[[], None] = lambda: None,
-) -> events.Event:
+def execute(store: ObjectStore, kind: CheckKind, job: Job, dirs: WorkerDirs) -> events.Event:
     """Run the job to its end and store its outputs. Whatever happens inside the kind, the
     answer is a `check.finished` event (an exception becomes `errored`, never `passed`)."""
     started = utcnow()
@@ -213,7 +209,7 @@ def execute(
     try:
         try:
             materialise(store, job, ws, dirs)
-            result = kind.run(job, ws, heartbeat)
+            result = kind.run(job, ws, Sandbox(ws))
         except Exception as exc:
             log.error("job %s (%s) failed:\n%s", job.job_id, job.name, traceback.format_exc())
             ws.log.parent.mkdir(parents=True, exist_ok=True)

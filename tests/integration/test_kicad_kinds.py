@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from hwrepo.checks.core.kind import CheckKind, CheckResult, LocalRevision
+from hwrepo.checks.core.kind import CheckKind, CheckResult
+from hwrepo.checks.core.local import LocalRevision
 from hwrepo.checks.kicad.drc import DrcKind
 from hwrepo.checks.kicad.erc import ErcKind
 from hwrepo.checks.kicad.render import RenderKind
+from hwrepo.checks.run.runner import Sandbox
 from hwrepo.domain.checks import Waiver
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
@@ -110,7 +112,7 @@ def run(
         job.timeout_s = timeout_s
     work = tmp_path / f"ws-{kind.name}-{len(list(tmp_path.glob('ws-*')))}"
     ws = rev.workspace(job, work / "root", work / "cache")
-    return kind.run(job, ws, lambda: None)
+    return kind.run(job, ws, Sandbox(ws))
 
 
 def waiver(type_: str, *, kind: str = "drc", severity: str | None = None) -> Waiver:

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from hwrepo.checks.core.kind import CheckResult, LocalRevision
+from hwrepo.checks.core.kind import CheckResult
+from hwrepo.checks.core.local import LocalRevision
 from hwrepo.checks.rtl.lint import RtlLint
 from hwrepo.checks.rtl.structure import RtlStructure
-from hwrepo.checks.run.tools import verilator_env
+from hwrepo.checks.run.installed import verilator_env
+from hwrepo.checks.run.runner import Sandbox
 from hwrepo.domain.checks import Waiver
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
@@ -47,7 +49,7 @@ def run_kind(
     job = revision.job(planned, kind.name)
     job.waivers = waivers or []
     ws = revision.workspace(job, work / kind.name, cache)
-    return kind.run(job, ws, lambda: None)
+    return kind.run(job, ws, Sandbox(ws))
 
 
 def copy_design(src: Path, dest: Path, extra: dict[str, str] | None = None) -> Path:
@@ -384,7 +386,7 @@ def test_lint_systemverilog_is_linted_by_verilator_only(tmp_path: Path, cache: P
 
 
 def test_lint_text_and_sarif_agree(tmp_path: Path) -> None:
-    from hwrepo.checks.rtl.lint import load_sarif, parse_verilator_sarif, parse_verilator_text
+    from hwrepo.checks.rtl.inside import load_sarif, parse_verilator_sarif, parse_verilator_text
 
     sarif = tmp_path / "out.sarif"
     proc = subprocess.run(
@@ -414,7 +416,7 @@ def test_lint_text_and_sarif_agree(tmp_path: Path) -> None:
 def test_pyverilog_leaves_the_working_directory_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hwrepo.checks.rtl import common as rtl
+    from hwrepo.checks.rtl import parse as rtl
 
     cwd = tmp_path / "cwd"
     cwd.mkdir()

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from hwrepo.checks.core.kind import CheckResult, LocalRevision, PlannedJob
+from hwrepo.checks.core.kind import CheckResult, PlannedJob
+from hwrepo.checks.core.local import LocalRevision
+from hwrepo.checks.run.installed import verilator_root
+from hwrepo.checks.run.runner import Sandbox
 from hwrepo.checks.run.sandbox import SYSTEM_PATH
-from hwrepo.checks.run.tools import verilator_root
 from hwrepo.checks.simulation.environments import verilator_fst_supported
 from hwrepo.checks.simulation.kind import SimulationKind
 
@@ -85,7 +87,7 @@ def run_all(root: Path, cache: Path, work: Path) -> list[tuple[PlannedJob, Check
         assert planned.error is None, planned.error
         job = revision.job(planned, KIND.name, check_id=f"check-{n}")
         ws = revision.workspace(job, work / f"ws-{n}-{time.monotonic_ns()}", cache)
-        done.append((planned, KIND.run(job, ws, lambda: None)))
+        done.append((planned, KIND.run(job, ws, Sandbox(ws))))
     return done
 
 
@@ -264,7 +266,7 @@ def test_example_designs_as_detected_run_on_icarus(tmp_path: Path, shared_cache:
     fifo = run_one(DESIGNS / "rtl-axis-fifo", shared_cache, tmp_path)
     assert fifo.state == "failed" and fifo.summary == "5 passed, 1 failed (icarus)"
     assert fifo.details["detected"]["toplevel_reason"].startswith(
-        "the only module no other module instantiates (pyverilog)"
+        "the only module no other module instantiates (text scan)"
     )
 
 
@@ -323,7 +325,7 @@ def test_concurrent_jobs_build_one_model_once(tmp_path: Path, fresh_cache: Path)
     def work(n: int) -> None:
         job = revision.job(planned, KIND.name, check_id=f"c{n}")
         ws = revision.workspace(job, tmp_path / f"ws{n}", fresh_cache)
-        results.append(KIND.run(job, ws, lambda: None))
+        results.append(KIND.run(job, ws, Sandbox(ws)))
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(3)]
     for t in threads:

@@ -9,18 +9,19 @@ from typing import Any
 
 import pytest
 
-from hwrepo.checks.core.kind import LocalRevision
-from hwrepo.checks.core.violations import Violation
-from hwrepo.checks.kicad import common as kicad
+from hwrepo.checks.core.findings import summarise
+from hwrepo.checks.core.local import LocalRevision
+from hwrepo.checks.core.violations import Violation, from_sandbox
+from hwrepo.checks.kicad import designs, inside, outputs, sexp
 from hwrepo.checks.kicad.drc import DrcKind
 from hwrepo.checks.kicad.erc import ErcKind
-from hwrepo.checks.kicad.render import (
-    RenderKind,
+from hwrepo.checks.kicad.outputs import (
     board_statistics,
     bom_data,
     model_references,
     svg_problem,
 )
+from hwrepo.checks.kicad.render import RenderKind
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
 CLEAN = DESIGNS / "kicad-clean"
@@ -48,8 +49,8 @@ def revision(tmp_path: Path, files: dict[str, str]) -> LocalRevision:
     return LocalRevision(tmp_path)
 
 
-def by_label(rev: LocalRevision) -> dict[str, kicad.Design]:
-    return {d.label: d for d in kicad.find_designs(rev)}
+def by_label(rev: LocalRevision) -> dict[str, designs.Design]:
+    return {d.label: d for d in designs.find_designs(rev)}
 
 
 # -- detection -----------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ def test_sheet_references_forms_and_paths(tmp_path: Path) -> None:
             "p/top-backups/top.kicad_sch": schematic(),
         },
     )
-    (design,) = kicad.find_designs(rev)
+    (design,) = designs.find_designs(rev)
     assert design.sheets == [
         "p/sub/a.kicad_sch",
         "p/sub/b.kicad_sch",
@@ -186,7 +187,7 @@ def test_project_library_outside_the_directory_is_an_input(tmp_path: Path) -> No
             "libs/other.pretty/C.kicad_mod": "(footprint C)",
         },
     )
-    (design,) = kicad.find_designs(rev)
+    (design,) = designs.find_designs(rev)
     assert "libs/mine.pretty/R.kicad_mod" in design.inputs
     assert "libs/other.pretty/C.kicad_mod" not in design.inputs
 
@@ -209,19 +210,19 @@ def test_read_hierarchy(tmp_path: Path) -> None:
         "b.kicad_sch": schematic(),
     }
     revision(tmp_path, files)
-    whole = kicad.read_hierarchy(tmp_path, "top.kicad_sch")
+    whole = inside.read_hierarchy(tmp_path, "top.kicad_sch")
     assert [f.name for f in whole.files] == ["top.kicad_sch", "a.kicad_sch", "b.kicad_sch"]
     assert whole.problems == []
 
     (tmp_path / "b.kicad_sch").write_text(schematic()[:20])
-    assert kicad.read_hierarchy(tmp_path, "top.kicad_sch").problems == [
+    assert inside.read_hierarchy(tmp_path, "top.kicad_sch").problems == [
         "b.kicad_sch: truncated: its parentheses do not close"
     ]
     (tmp_path / "b.kicad_sch").unlink()
-    (problem,) = kicad.read_hierarchy(tmp_path, "top.kicad_sch").problems
+    (problem,) = inside.read_hierarchy(tmp_path, "top.kicad_sch").problems
     assert "'b.kicad_sch', which is not among the files" in problem
     (tmp_path / "b.kicad_sch").write_text(schematic(sheet("a.kicad_sch", "loop")))
-    (problem,) = kicad.read_hierarchy(tmp_path, "top.kicad_sch").problems
+    (problem,) = inside.read_hierarchy(tmp_path, "top.kicad_sch").problems
     assert "inside itself" in problem
 
 
@@ -237,17 +238,17 @@ def test_read_hierarchy(tmp_path: Path) -> None:
     ],
 )
 def test_file_problem(text: str, problem: str | None) -> None:
-    found = kicad.file_problem(text, "kicad_sch")
+    found = sexp.file_problem(text, "kicad_sch")
     assert found is None if problem is None else problem in (found or "")
 
 
 def test_project_file_problem(tmp_path: Path) -> None:
     pro = tmp_path / "x.kicad_pro"
     pro.write_text("{}")
-    assert kicad.project_file_problem(pro) is None
+    assert inside.project_file_problem(pro) is None
     for content in ("{not json", "[]"):
         pro.write_text(content)
-        assert "KiCad's defaults were used" in (kicad.project_file_problem(pro) or "")
+        assert "KiCad's defaults were used" in (inside.project_file_problem(pro) or "")
 
 
 # -- hwrepo.toml ---------------------------------------------------------------------------------
@@ -328,7 +329,8 @@ def test_drc_report_normalised() -> None:
             {"type": "footprint_symbol_mismatch", "severity": "warning", "description": "p"}
         ],
     }
-    found, sections, raw = kicad.drc_violations(report)
+    raw_found, sections, raw = inside.drc_violations(report)
+    found = from_sandbox(raw_found)  # as the worker reads them
     assert sections == {"violations": 3, "unconnected_items": 1, "schematic_parity": 1}
     assert [v.type for v in found] == [
         "clearance",
@@ -339,7 +341,7 @@ def test_drc_report_normalised() -> None:
     ]
     assert found[0].items[0].x_mm == 1.5 and found[0].items[0].uuid == "a"
     assert [v.excluded for v in found] == [False, True, False, False, False]
-    assert kicad.exclusion_comments(raw) == [
+    assert inside.exclusion_comments(raw) == [
         {"type": "copper_edge_clearance", "comment": "accepted", "items": ["b"]}
     ]
 
@@ -349,8 +351,8 @@ def test_drc_report_normalised() -> None:
     [{}, {"violations": {}}, {"violations": ["x"]}, {"violations": [{"items": "x"}]}],
 )
 def test_drc_report_malformed(report: dict[str, Any]) -> None:
-    with pytest.raises(kicad.ReportError):
-        kicad.drc_violations(report)
+    with pytest.raises(outputs.ReportError):
+        inside.drc_violations(report)
 
 
 @pytest.mark.parametrize(
@@ -367,8 +369,8 @@ def test_read_report_failures(tmp_path: Path, content: bytes | None, message: st
     path = tmp_path / "report.json"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(kicad.ReportError, match=message):
-        kicad.read_report(path)
+    with pytest.raises(outputs.ReportError, match=message):
+        inside.read_report(path)
 
 
 def erc_report(scale: float) -> dict[str, Any]:
@@ -413,11 +415,11 @@ def erc_report(scale: float) -> dict[str, Any]:
 def test_erc_positions_checked_against_the_schematic(reported_scale: float) -> None:
     files = [VIOLATIONS / "violations.kicad_sch", VIOLATIONS / "led_driver.kicad_sch"]
     report = erc_report(reported_scale)
-    decided = kicad.erc_position_scale(report, files, "9.0.8")
+    decided = inside.erc_position_scale(report, files, "9.0.8")
     assert decided["scale"] == reported_scale
     assert decided["method"] == "compared with the schematic files"
     assert decided["checked_items"] == 2 and decided["agreeing"] == 2
-    found = kicad.erc_violations(report, decided["scale"])
+    found = from_sandbox(inside.erc_violations(report, decided["scale"]))
     positions = {v.type: (v.items[0].x_mm, v.items[0].y_mm, v.items[0].sheet) for v in found}
     assert positions == {
         "power_pin_not_driven": (40.64, 88.9, "/"),
@@ -427,9 +429,9 @@ def test_erc_positions_checked_against_the_schematic(reported_scale: float) -> N
 
 def test_erc_scale_without_schematic_falls_back_on_the_version() -> None:
     report = erc_report(100.0)
-    assert kicad.erc_position_scale(report, [], "9.0.8")["scale"] == 100.0
-    assert kicad.erc_position_scale(report, [], "10.0.0")["scale"] == 1.0
-    assert kicad.erc_position_scale({"sheets": []}, [], "9.0.8")["method"].startswith("no item")
+    assert inside.erc_position_scale(report, [], "9.0.8")["scale"] == 100.0
+    assert inside.erc_position_scale(report, [], "10.0.0")["scale"] == 1.0
+    assert inside.erc_position_scale({"sheets": []}, [], "9.0.8")["method"].startswith("no item")
 
 
 def test_summary_words() -> None:
@@ -438,11 +440,8 @@ def test_summary_words() -> None:
         Violation(type="b", severity="error", description="", excluded=True),
         Violation(type="c", severity="warning", description="", waived=True),
     ]
-    assert (
-        kicad.summarise(found, found[:1])
-        == "2 errors, 1 warning (1 waived, 1 excluded); 1 blocking"
-    )
-    assert kicad.summarise([], []) == "0 errors, 0 warnings"
+    assert summarise(found, found[:1]) == "2 errors, 1 warning (1 waived, 1 excluded); 1 blocking"
+    assert summarise([], []) == "0 errors, 0 warnings"
 
 
 # -- S-expressions and board data ----------------------------------------------------------------
@@ -450,14 +449,14 @@ def test_summary_words() -> None:
 
 def test_lenient_parse_reads_forms_without_opening_parenthesis() -> None:
     text = "(kicad_pcb (pad (teardrops (curved_edges no)filter_ratio 0.9)\n) (uuid u)))"
-    with pytest.raises(kicad.SexpError):
-        kicad.parse_sexp(text)
-    (tree,), note = kicad.parse_sexp_lenient(text)
+    with pytest.raises(sexp.SexpError):
+        sexp.parse_sexp(text)
+    (tree,), note = sexp.parse_sexp_lenient(text)
     assert note is not None
-    teardrops = kicad.child(kicad.child(tree, "pad") or [], "teardrops") or []
-    assert kicad.head(teardrops[2]) == "filter_ratio"
-    with pytest.raises(kicad.SexpError):
-        kicad.parse_sexp_lenient("(kicad_pcb (a")
+    teardrops = sexp.child(sexp.child(tree, "pad") or [], "teardrops") or []
+    assert sexp.head(teardrops[2]) == "filter_ratio"
+    with pytest.raises(sexp.SexpError):
+        sexp.parse_sexp_lenient("(kicad_pcb (a")
 
 
 @pytest.mark.parametrize(
@@ -470,7 +469,7 @@ def test_lenient_parse_reads_forms_without_opening_parenthesis() -> None:
 def test_board_statistics(
     design: Path, width: float, height: float, footprints: int, nets: int
 ) -> None:
-    stats = board_statistics(kicad.parse_sexp(design.read_text()))
+    stats = board_statistics(sexp.parse_sexp(design.read_text()))
     assert (stats["width_mm"], stats["height_mm"]) == (width, height)
     assert stats["copper_layers"] == 2 and stats["copper_layer_names"] == ["F.Cu", "B.Cu"]
     assert stats["footprints"] == footprints and stats["nets"] == nets
@@ -490,7 +489,7 @@ def test_model_references(tmp_path: Path) -> None:
       (footprint "F" (property "Reference" "U6") (model "hidden.step" (hide yes)))
       (footprint "G" (property "Reference" "U7")))"""
     variables = {"KICAD9_3DMODEL_DIR": str(tmp_path / "none"), "KIPRJMOD": str(tmp_path)}
-    models = model_references(kicad.parse_sexp(board), variables, tmp_path)
+    models = model_references(sexp.parse_sexp(board), variables, tmp_path)
     assert (models["referenced"], models["resolved"], models["hidden"]) == (5, 2, 1)
     assert models["footprints_without_model"] == 1
     missing = {m["reference"]: m["reason"] for m in models["missing"]}
@@ -524,7 +523,7 @@ def test_bom_lines_and_fields(tmp_path: Path) -> None:
     assert bom["lines"][1]["dnp"] is True
     assert [c["reference"] for c in bom["components"]] == ["C1", "C2", "J1"]
     csv_path.write_text('"Reference","Value"\n"R1","1k"\n')
-    with pytest.raises(kicad.ReportError, match="unexpected columns"):
+    with pytest.raises(outputs.ReportError, match="unexpected columns"):
         bom_data(csv_path, None)
 
 

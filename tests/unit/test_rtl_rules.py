@@ -9,26 +9,21 @@ from pathlib import Path
 
 import pytest
 
+from hwrepo.checks.core.manifest import Manifest, ManifestError, RtlTable
 from hwrepo.checks.core.violations import Violation
-from hwrepo.checks.rtl.common import (
-    DesignParams,
-    RtlConfigError,
-    design_root,
+from hwrepo.checks.rtl.designs import DesignParams, design_root
+from hwrepo.checks.rtl.inside import interpret_verilator, load_sarif, parse_verilator_text
+from hwrepo.checks.rtl.parse import (
     evaluate,
     int_value,
     module_parameters,
     module_ports,
-    parse_config,
     parse_design,
-    systemverilog_reason,
 )
-from hwrepo.checks.rtl.lint import (
-    design_rules,
-    interpret_verilator,
-    load_sarif,
-    parse_verilator_text,
-)
-from hwrepo.checks.run.tools import ToolRun
+from hwrepo.checks.rtl.rules import design_rules
+from hwrepo.checks.rtl.verilog import systemverilog_reason
+from hwrepo.checks.run import inside
+from hwrepo.checks.run.inside import ToolRun
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
 FINDINGS = DESIGNS / "rtl-lint-findings"
@@ -37,6 +32,19 @@ FINDINGS = DESIGNS / "rtl-lint-findings"
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("rtl-cache")
+
+
+@pytest.fixture(autouse=True)
+def own_snippets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Verilog here is the tests' own, not an upload: the preprocessor may read it on the
+    host (in a check, `inside.tool` runs only in the sandbox; tests/integration/test_rtl_kinds.py
+    runs the kinds there)."""
+    monkeypatch.setattr(inside, "in_sandbox", lambda: True)
+
+
+def parse_config(data: bytes | None) -> RtlTable:
+    table = Manifest.parse("hwrepo.toml", data).table("rtl")
+    return table if table is not None else RtlTable()
 
 
 def rules_on(tmp_path: Path, cache: Path, files: dict[str, str]) -> list[Violation]:
@@ -452,7 +460,7 @@ def test_interpret_verilator_never_passes_a_broken_run(tmp_path: Path) -> None:
 
 def test_parse_config_defaults_and_forms() -> None:
     assert parse_config(None).fail_on == ["error"]
-    assert not parse_config(b"[project]\nname = 'x'\n").present
+    assert Manifest.parse("hwrepo.toml", b"[project]\nname = 'x'\n").table("rtl") is None
     c = parse_config(
         b'[rtl]\nsources = ["rtl/*.v"]\ninclude_dirs = ["inc/"]\n'
         b'defines = { WIDTH = 16, SIM = true, OFF = false, NAME = "x" }\n'
@@ -478,12 +486,12 @@ def test_parse_config_defaults_and_forms() -> None:
     ],
 )
 def test_parse_config_errors_name_the_key(toml: bytes, key: str) -> None:
-    with pytest.raises(RtlConfigError, match=rf"\[rtl\] {key}"):
+    with pytest.raises(ManifestError, match=rf"\[rtl\] {key}"):
         parse_config(toml)
 
 
 def test_parse_config_invalid_toml() -> None:
-    with pytest.raises(RtlConfigError, match="not valid TOML"):
+    with pytest.raises(ManifestError, match="not valid TOML"):
         parse_config(b"[rtl\n")
 
 
@@ -550,11 +558,11 @@ def test_constant_expressions(tmp_path: Path, cache: Path) -> None:
 def test_iverilog_e_fallback_gives_the_same_findings(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hwrepo.checks.rtl import common as rtl
+    from hwrepo.checks.rtl import parse
 
     files = {p.name: p.read_text() for p in (FINDINGS / "rtl").glob("*.v")}
     with_ivlpp = rules_on(tmp_path / "a", cache, files)
-    monkeypatch.setattr(rtl, "find_ivlpp", lambda: None)
+    monkeypatch.setattr(parse, "find_ivlpp", lambda: None)
     without = rules_on(tmp_path / "b", cache, files)
     assert [(v.type, v.file, v.line) for v in without] == [
         (v.type, v.file, v.line) for v in with_ivlpp
@@ -575,8 +583,8 @@ def test_syntax_errors_point_at_their_file_and_line(tmp_path: Path, cache: Path)
 
 
 def test_find_designs_groups_and_shares_headers(tmp_path: Path) -> None:
-    from hwrepo.checks.core.kind import LocalRevision
-    from hwrepo.checks.rtl.common import RtlConfig, find_designs
+    from hwrepo.checks.core.local import LocalRevision
+    from hwrepo.checks.rtl.designs import find_designs
 
     for name in (
         "cores/uart/rtl/uart.v",
@@ -592,7 +600,7 @@ def test_find_designs_groups_and_shares_headers(tmp_path: Path) -> None:
     (tmp_path / "cores/uart/rtl/uart.v").write_text(
         '`include "uart_defs.v"\nmodule uart; endmodule\n'
     )
-    designs = find_designs(LocalRevision(tmp_path), RtlConfig())
+    designs = find_designs(LocalRevision(tmp_path), RtlTable())
     assert [(d.name, d.sources, d.language) for d in designs] == [
         ("cores/spi", ["cores/spi/spi.sv"], "systemverilog"),
         ("cores/uart", ["cores/uart/rtl/sub/fifo.v", "cores/uart/rtl/uart.v"], "verilog"),

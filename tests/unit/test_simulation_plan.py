@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from hwrepo.checks.core.kind import LocalRevision, PlannedJob
+from hwrepo.checks.core.kind import PlannedJob
+from hwrepo.checks.core.local import LocalRevision
+from hwrepo.checks.core.manifest import resolve_cocotb_release
+from hwrepo.checks.rtl.verilog import scan_hierarchy
 from hwrepo.checks.simulation.environments import build_key
 from hwrepo.checks.simulation.kind import SimulationKind
-from hwrepo.checks.simulation.testbenches import (
-    JobParams,
-    resolve_cocotb_release,
-    scan_hierarchy,
-)
+from hwrepo.checks.simulation.testbenches import JobParams
 
 REPO = Path(__file__).resolve().parents[2]
 DESIGNS = REPO / "designs"
@@ -75,7 +74,7 @@ def test_counter_is_detected_without_a_manifest() -> None:
     d = job.detected
     assert d["manifest"] is False
     assert d["toplevel"] == "counter"
-    assert "no other module instantiates (pyverilog)" in d["toplevel_reason"]
+    assert "no other module instantiates (text scan)" in d["toplevel_reason"]
     assert d["sources"] == ["rtl/counter.v"]
     assert d["hierarchy"] == {"counter": []}
     assert "no source declares a `timescale" in d["timescale_reason"]
@@ -112,7 +111,7 @@ def test_several_designs_each_get_their_own_design_directory() -> None:
     assert all("rtl-lint-findings" not in j.name for j in jobs)
 
 
-def test_pyverilog_leaves_no_parser_tables_in_the_working_directory(
+def test_planning_runs_no_parser_and_leaves_the_working_directory_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     work = tmp_path / "cwd"
@@ -124,7 +123,7 @@ def test_pyverilog_leaves_no_parser_tables_in_the_working_directory(
     )
     job = only(plan(root))
     assert job.params["toplevel"] == "unique_top"
-    assert job.detected["hierarchy_method"] == "pyverilog"
+    assert job.detected["hierarchy_method"] == "text scan"
     assert os.listdir(work) == []
 
 
@@ -396,45 +395,45 @@ def test_manifest_without_testbenches_configures_detection(tmp_path: Path) -> No
     [
         (
             '[[testbench]]\nmodules = ["tests/test_x.py"]\nsimulators = ["icarus", "modelsim"]\n',
-            "hwrepo.toml: testbench[0].simulators: 'modelsim' is not one of icarus, verilator",
+            "hwrepo.toml: [[testbench]] 1: simulators: 'modelsim' is not one of icarus, verilator",
         ),
         (
             '[simulation]\nsorces = ["rtl/*.v"]\n',
-            "hwrepo.toml: simulation.sorces: unknown key",
+            "hwrepo.toml: [simulation] sorces: unknown key",
         ),
         (
             "[[testbench]]\nsimulators = []\n",
-            "hwrepo.toml: testbench[0].modules: required key is missing",
+            "hwrepo.toml: [[testbench]] 1: modules: required key is missing",
         ),
         (
             '[[testbench]]\nmodules = ["tests/test_x.py"]\ncocotb = "3.0"\n',
-            "hwrepo.toml: testbench[0].cocotb: '3.0' is not a supported cocotb release",
+            "hwrepo.toml: [[testbench]] 1: cocotb: '3.0' is not a supported cocotb release",
         ),
         (
             '[[testbench]]\nmodules = ["tests/test_x.py"]\ntimeout = 999999\n',
-            "hwrepo.toml: testbench[0].timeout: Input should be less than or equal to 14400",
+            "hwrepo.toml: [[testbench]] 1: timeout: Input should be less than or equal to 14400",
         ),
         (
             '[simulation]\ntimescale = "1 fortnight"\n',
-            "hwrepo.toml: simulation.timescale: '1 fortnight' is not a timescale like",
+            "hwrepo.toml: [simulation] timescale: '1 fortnight' is not a timescale like",
         ),
         (
             '[[testbench]]\nmodules = ["tests/test_x.py"]\nrequirements = ["x @ https://e.invalid/x.whl"]\n',
-            "hwrepo.toml: testbench[0].requirements: 'x @ https://e.invalid/x.whl': "
+            "hwrepo.toml: [[testbench]] 1: requirements: 'x @ https://e.invalid/x.whl': "
             "requirements from URLs are not allowed",
         ),
         (
             '[[testbench]]\nmodules = ["tests/test_x.py"]\nrequirements = ["cocotb==1.9.2"]\n',
-            "hwrepo.toml: testbench[0].requirements: cocotb is chosen with the `cocotb` key",
+            "hwrepo.toml: [[testbench]] 1: requirements: cocotb is chosen with the `cocotb` key",
         ),
         (
             '[[testbench]]\nmodules = ["tests/test_x"]\n',
-            "hwrepo.toml: testbench[0].modules: 'tests/test_x' is not a Python file",
+            "hwrepo.toml: [[testbench]] 1: modules: 'tests/test_x' is not a Python file",
         ),
         ("[simulation\n", "hwrepo.toml: not valid TOML:"),
         (
             '[simulation]\nparameters = { "bad name" = 1 }\n',
-            "hwrepo.toml: simulation.parameters: 'bad name' is not a valid parameter name",
+            "hwrepo.toml: [simulation] parameters: 'bad name' is not a valid parameter name",
         ),
     ],
 )
@@ -476,7 +475,7 @@ def test_manifest_source_glob_matching_nothing(tmp_path: Path) -> None:
         },
     )
     job = only(plan(root))
-    assert job.error == "hwrepo.toml: simulation.sources: 'hdl/*.v' matches no file"
+    assert job.error == "hwrepo.toml: [simulation] sources: 'hdl/*.v' matches no file"
 
 
 def test_cocotb_releases() -> None:

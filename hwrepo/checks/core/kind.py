@@ -1,22 +1,32 @@
 """The one interface every check kind implements, and the records that cross it.
 
-A kind is a class with a `name`, a `plan()` that turns a revision's file list into jobs (pure:
-it may read small files of the revision, never run tools), and a `run()` that executes one job in
-a workspace and turns the tool's output into a `CheckResult`. The planner, the worker loop, the
-queue, the storage and the API never grow a branch per kind.
+A kind is a class with a `name` and
+
+- `plan(revision)`: the jobs of a revision, from its file list and small files read in Python
+  (pure: no tool, no subprocess, nothing read outside the revision);
+- `run(job, ws, sandbox)`: one job, every process of it started through `sandbox` (the job's
+  sandbox, `hwrepo.checks.run.runner.Sandbox`), its output turned into a `CheckResult`.
+
+Most kinds are a `SandboxedKind`: their work is one process of hwrepo's own Python in the
+sandbox (`inside`, a function that reads the revision, runs the tools and parses their reports
+there) and `result()` on the worker, which turns that function's response into the verdict. The
+planner, the worker loop, the queue, the storage and the API never grow a branch per kind.
+
+This module is imported inside the sandbox too: it imports nothing but the standard library.
 """
 
 from __future__ import annotations
 
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from hwrepo.domain.checks import Job, Waiver
-from hwrepo.domain.model import FileEntry
+if TYPE_CHECKING:
+    from hwrepo.checks.run.runner import Sandbox
+    from hwrepo.domain.checks import Job, Waiver
+    from hwrepo.domain.model import FileEntry
 
 FinalState = Literal["passed", "failed", "errored", "timed_out", "cancelled"]
 
@@ -64,6 +74,8 @@ def job_for(
 ) -> Job:
     """The job a planner queues for `planned`: its inputs picked from the revision's files,
     with the waivers that apply to its kind."""
+    from hwrepo.domain.checks import Job  # not at the top: this module runs in the sandbox too
+
     wanted = set(planned.inputs) if planned.inputs is not None else None
     return Job(
         check_id=check_id,
@@ -144,64 +156,116 @@ class Workspace:
         return ws
 
 
+class JobError(Exception):
+    """The job cannot start here (a tool that cannot be asked its version, say): the check
+    ends `errored` with this message."""
+
+
+# Artifacts a kind may publish, by suffix: what the pages and the API serve them as.
+_ARTIFACT_TYPES = {
+    ".txt": "text/plain",
+    ".json": "application/json",
+    ".sarif": "application/sarif+json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".csv": "text/csv",
+    ".xml": "application/xml",
+    ".fst": "application/x-fst",
+    ".vcd": "text/x-vcd",
+}
+
+
+def artifacts_from(ws: Workspace, listed: Any) -> list[Artifact]:
+    """The artifacts an in-sandbox function says it made, each checked: a relative name under
+    `ws.out` of a known type, a regular file that no symlink leads to (the sandbox wrote
+    there; a planted link must not carry a host file out)."""
+    found: list[Artifact] = []
+    if not isinstance(listed, list):
+        return found
+    out = ws.out.resolve()
+    for item in listed:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            continue
+        name = item["name"]
+        media = _ARTIFACT_TYPES.get(Path(name).suffix.lower())
+        parts = Path(name).parts
+        if media is None or not parts or Path(name).is_absolute() or ".." in parts:
+            continue
+        path = out / name
+        here = out
+        if any((here := here / part).is_symlink() for part in parts):
+            continue
+        if not path.is_file() or any(a.name == name for a in found):
+            continue
+        description = str(item.get("description", ""))[:200]
+        found.append(Artifact(name, path, media, description))
+    return found
+
+
 class CheckKind(ABC):
-    """Subclass, set `name`, implement `plan` and `run`, and add the class to registry.KINDS."""
+    """Subclass, set `name`, implement `plan` and `run`, and add the class to kinds.KINDS."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
 
     def available(self) -> str | None:
         """None when this machine can run the kind; else why not (a missing tool). Workers only
-        take jobs of available kinds."""
+        take jobs of available kinds. Looks at installations only: runs nothing."""
         return None
 
     @abstractmethod
     def plan(self, revision: RevisionFiles) -> list[PlannedJob]: ...
 
     @abstractmethod
-    def run(self, job: Job, ws: Workspace, heartbeat: Callable[[], None]) -> CheckResult:
-        """Run one job. Blocking; called in a worker thread. Call `heartbeat()` at least every
-        few seconds during long steps is NOT needed: the worker keeps the job alive on its own;
-        `heartbeat` exists for kinds that want to report progress. Never raise for a tool's
-        failure: return `errored` with the tool's message. Honour `job.timeout_s` (return
-        `timed_out`)."""
+    def run(self, job: Job, ws: Workspace, sandbox: Sandbox) -> CheckResult:
+        """Run one job. Blocking; called in a worker thread; every process goes through
+        `sandbox`. Never raise for a tool's failure: return `errored` with the tool's message.
+        Honour `job.timeout_s` (return `timed_out`)."""
 
 
-@dataclass
-class LocalRevision:
-    """A revision made from a local directory (tests, benchmarks, a future local CLI run)."""
+class SandboxedKind(CheckKind):
+    """A kind whose job is one process of hwrepo's Python in the sandbox, then a verdict.
 
-    root: Path
-    project: str = "local/design"
-    project_id: str = "local"
-    number: int = 1
-    revision_id: str = "local-1"
-    files: list[FileEntry] = field(default_factory=list)
+    `inside` names the in-sandbox function ("package.module:function"): it gets `request(job)`
+    (JSON), reads /job/src, runs the tools, writes artifacts to /job/out and returns a JSON
+    object; `result()` turns that object, hostile like everything the sandbox wrote, into the
+    check's result on the worker.
+    """
 
-    def __post_init__(self) -> None:
-        if not self.files:
-            import hashlib
+    inside: ClassVar[str]
 
-            from hwrepo.domain.media import media_type
+    def request(self, job: Job, ws: Workspace) -> dict[str, Any]:
+        return {"name": job.name, "params": job.params, "timeout_s": job.timeout_s}
 
-            for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
-                rel = path.relative_to(self.root).as_posix()
-                if "__pycache__" in rel:
-                    continue
-                data = path.read_bytes()
-                self.files.append(
-                    FileEntry(rel, len(data), hashlib.sha256(data).hexdigest(), media_type(rel))
-                )
+    def mounts(self, job: Job) -> list[Path]:
+        """Host directories the function needs read-only, besides the tool installations."""
+        return []
 
-    def read(self, path: str) -> bytes:
-        return (self.root / path).read_bytes()
+    @abstractmethod
+    def result(self, job: Job, ws: Workspace, response: dict[str, Any]) -> CheckResult: ...
 
-    def job(self, planned: PlannedJob, kind: str, check_id: str = "local-check") -> Job:
-        """The Job a planner would queue for `planned`."""
-        return job_for(planned, kind=kind, check_id=check_id, revision=self)
+    def failure(self, job: Job, ws: Workspace, state: FinalState, summary: str) -> CheckResult:
+        """The result when the function gave no response (the sandbox stopped it, it crashed)."""
+        log = artifacts_from(ws, [{"name": "log.txt", "description": "the job's log"}])
+        return CheckResult(state, summary, {}, log)
 
-    def workspace(self, job: Job, root: Path, cache: Path) -> Workspace:
-        """A workspace whose src holds the job's inputs, as a worker would lay it out."""
-        return Workspace.from_directory(
-            root, cache, {f.path: self.root / f.path for f in job.inputs}
-        )
+    def run(self, job: Job, ws: Workspace, sandbox: Sandbox) -> CheckResult:
+        from hwrepo.checks.run.runner import SandboxUnavailable
+
+        try:
+            request, mounts = self.request(job, ws), self.mounts(job)
+        except JobError as exc:
+            return self.failure(job, ws, "errored", str(exc))
+        try:
+            done = sandbox.python(self.inside, request, timeout_s=job.timeout_s, ro=mounts)
+        except SandboxUnavailable as exc:
+            return self.failure(job, ws, "errored", f"no sandbox to run {job.name} in: {exc}")
+        if done.timed_out:
+            return self.failure(
+                job, ws, "timed_out", f"{job.name} did not finish within {job.timeout_s:.0f} s"
+            )
+        if done.response is None:
+            return self.failure(
+                job, ws, "errored", f"the check of {job.name} failed in its sandbox: {done.error}"
+            )
+        return self.result(job, ws, done.response)

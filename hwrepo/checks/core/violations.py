@@ -1,17 +1,23 @@
 """The violation model shared by DRC, ERC and RTL lint: normalised records, waivers and
-severity overrides, counts, and SARIF 2.1.0 output."""
+severity overrides, counts, and SARIF 2.1.0 output.
+
+Violations are plain dataclasses, so the in-sandbox halves of the kinds make them without a
+validation library; what comes back from a sandbox is validated on the worker
+(`from_sandbox`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+if TYPE_CHECKING:
+    from hwrepo.domain.checks import Waiver
 
-from hwrepo.domain.checks import Waiver
 
-
-class ViolationItem(BaseModel):
+@dataclass
+class ViolationItem:
     uuid: str | None = None
     description: str = ""
     x_mm: float | None = None
@@ -19,19 +25,23 @@ class ViolationItem(BaseModel):
     sheet: str | None = None
 
 
-class Violation(BaseModel):
+@dataclass
+class Violation:
     type: str
     severity: str  # error | warning | info (as the tool says, after overrides)
     description: str
     excluded: bool = False  # excluded in the design's own files (e.g. KiCad project exclusions)
     waived: bool = False
     waiver: str | None = None  # the waiver's reason
-    items: list[ViolationItem] = Field(default_factory=list)
+    items: list[ViolationItem] = field(default_factory=list)
     # RTL lint findings point at source lines instead of board items:
     file: str | None = None
     line: int | None = None
     column: int | None = None
     rule: str | None = None  # the tool's rule/code when it differs from `type`
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
     def keys(self) -> set[str]:
         """What a waiver's `items` may name: item uuids, or "file:line" for lint findings."""
@@ -39,6 +49,17 @@ class Violation(BaseModel):
         if self.file is not None and self.line is not None:
             keys.add(f"{self.file}:{self.line}")
         return keys
+
+
+def from_sandbox(raw: Any) -> list[Violation]:
+    """Violations as a sandbox reported them (JSON), validated field by field; raises
+    ValueError for anything that is not a list of violations."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(list[Violation]).validate_python(raw or [])
+    except ValidationError as exc:
+        raise ValueError(f"the violations reported are malformed: {exc}") from None
 
 
 def apply_waivers(violations: list[Violation], waivers: list[Waiver], kind: str) -> None:
@@ -122,7 +143,9 @@ def to_sarif(
         if suppressions:
             result["suppressions"] = suppressions
         if v.items:
-            result["properties"]["items"] = [i.model_dump(exclude_none=True) for i in v.items]
+            result["properties"]["items"] = [
+                {k: x for k, x in dataclasses.asdict(i).items() if x is not None} for i in v.items
+            ]
         results.append(result)
     run: dict[str, Any] = {
         "tool": {

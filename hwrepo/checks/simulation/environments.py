@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,8 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hwrepo.checks.run.installed import verilator_root
+from hwrepo.checks.run.runner import probe
 from hwrepo.checks.run.sandbox import SYSTEM_PATH, SandboxLimits, run_sandboxed
-from hwrepo.checks.run.tools import run_tool, verilator_root
 
 HOST_PYTHON = Path("/usr/bin/python3")
 ENV_MARKER = "hwrepo-env.json"
@@ -70,14 +70,11 @@ class LockTimeout(Exception):
 @functools.cache
 def host_python_version() -> str:
     """The version of the interpreter environments are made from, e.g. "3.11.2"."""
-    out = subprocess.run(
-        [str(HOST_PYTHON), "-c", "import platform; print(platform.python_version())"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return out.stdout.strip()
+    said = probe((str(HOST_PYTHON), "-c", "import platform; print(platform.python_version())"))
+    version = (said or "").strip()
+    if not re.fullmatch(r"\d+\.\d+\.\d+\S*", version):
+        raise EnvError(f"{HOST_PYTHON} cannot tell its version: {version or 'no output'}")
+    return version
 
 
 def _python_tag() -> str:
@@ -88,30 +85,21 @@ def _python_tag() -> str:
 @functools.cache
 def simulator_version(simulator: str) -> str:
     """ "Icarus Verilog version 11.0 (stable)", "Verilator 5.048 2026-..." or "" when missing."""
-    try:
-        if simulator == "icarus":
-            out = subprocess.run(["iverilog", "-V"], capture_output=True, text=True, timeout=30)
-            first = (out.stdout or out.stderr).strip().splitlines()[:1]
-            return re.sub(r"\s*\(\)\s*$", "", first[0]) if first else ""
-        root = verilator_root()
-        if root is None:
-            return ""
-        env = {"PATH": f"{root / 'bin'}:{SYSTEM_PATH}", "VERILATOR_ROOT": str(root)}
-        out = subprocess.run(
-            [str(root / "bin" / "verilator"), "--version"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
-        rev = out.stdout.strip().splitlines()[0].strip() if out.stdout.strip() else ""
-        try:
-            version = f"Verilator {importlib.metadata.version('verilator')}"
-        except importlib.metadata.PackageNotFoundError:
-            version = "Verilator"
-        return f"{version} ({rev})" if rev else version
-    except (OSError, subprocess.SubprocessError):
+    if simulator == "icarus":
+        said = probe(("iverilog", "-V")) or ""
+        first = said.strip().splitlines()[:1]
+        return re.sub(r"\s*\(\)\s*$", "", first[0]) if first else ""
+    root = verilator_root()
+    if root is None:
         return ""
+    env = (("PATH", f"{root / 'bin'}:{SYSTEM_PATH}"), ("VERILATOR_ROOT", str(root)))
+    said = probe((str(root / "bin" / "verilator"), "--version"), env, (root.resolve(),)) or ""
+    rev = said.strip().splitlines()[0].strip() if said.strip() else ""
+    try:
+        version = f"Verilator {importlib.metadata.version('verilator')}"
+    except importlib.metadata.PackageNotFoundError:
+        version = "Verilator"
+    return f"{version} ({rev})" if rev else version
 
 
 @functools.cache
@@ -363,12 +351,16 @@ def _build_env(
     tmp = envs / f".build-{final.name}-{uuid.uuid4().hex[:8]}"
     work = envs / f".build-{final.name}-{uuid.uuid4().hex[:8]}-work"
     try:
-        made = run_tool(
+        tmp.mkdir()
+        work.mkdir()
+        (work / "home").mkdir()
+        made = run_sandboxed(
             [str(HOST_PYTHON), "-m", "venv", str(tmp)],
-            cwd=envs,
-            timeout_s=300,
-            env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"},
-            log=log,
+            workdir=work,
+            env={"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "HOME": str(work / "home")},
+            rw_binds=[tmp],
+            limits=SandboxLimits(wall_s=300, cpu_s=300),
+            log_path=log,
         )
         if not made.ok:
             raise EnvError(f"python3 -m venv failed: {made.last_lines(5)}")
@@ -391,8 +383,6 @@ def _build_env(
             constraints = tmp / "hwrepo-constraints.txt"
             constraints.write_text(f"cocotb=={cocotb}\n", encoding="utf-8")
             argv = [*pip, "-c", str(constraints), *requirements]
-        work.mkdir()
-        (work / "home").mkdir()
         ro = [base] if base is not None else []
         result = run_sandboxed(
             argv,

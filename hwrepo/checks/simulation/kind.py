@@ -55,11 +55,11 @@ import re
 import shutil
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from defusedxml import ElementTree as defused
 from junitparser import Error, Failure, JUnitXml, Properties, Skipped, TestSuite
 from pydantic import ValidationError
 
@@ -68,20 +68,19 @@ from hwrepo.checks.core.kind import (
     CheckKind,
     CheckResult,
     FinalState,
-    Job,
     PlannedJob,
     RevisionFiles,
     Workspace,
 )
+from hwrepo.checks.run.installed import verilator_root
+from hwrepo.checks.run.runner import Sandbox, SandboxUnavailable
 from hwrepo.checks.run.sandbox import (
     SYSTEM_PATH,
     SandboxError,
     SandboxLimits,
     SandboxResult,
-    run_sandboxed,
     sandbox_available,
 )
-from hwrepo.checks.run.tools import verilator_root
 from hwrepo.checks.simulation.environments import (
     BUILD_MARKER,
     ENV_BUILD_TIMEOUT_S,
@@ -106,6 +105,7 @@ from hwrepo.checks.simulation.testbenches import (
     job_params,
     plan_testbenches,
 )
+from hwrepo.domain.checks import Job
 from hwrepo.domain.media import media_type
 
 # The in-sandbox entrypoint (package `hwrepo_sim`), bound read-only into every step.
@@ -239,14 +239,14 @@ class SimulationKind(CheckKind):
 
     # ------------------------------------------------------------------------- running
 
-    def run(self, job: Job, ws: Workspace, heartbeat: Callable[[], None]) -> CheckResult:
+    def run(self, job: Job, ws: Workspace, sandbox: Sandbox) -> CheckResult:
         try:
-            return self._run(job, ws, heartbeat)
+            return self._run(job, ws, sandbox)
         except Exception as exc:  # the worker must keep serving whatever happened here
             _write(ws.log, "".join(traceback.format_exception(exc)))
             return _errored(ws, f"the simulation job failed unexpectedly: {exc!r}", {})
 
-    def _run(self, job: Job, ws: Workspace, heartbeat: Callable[[], None]) -> CheckResult:
+    def _run(self, job: Job, ws: Workspace, sandbox: Sandbox) -> CheckResult:
         started = time.monotonic()
         ws.create()
         log = ws.log
@@ -298,7 +298,6 @@ class SimulationKind(CheckKind):
             "seconds": round(env.seconds, 3),
         }
         details["timings"]["environment_s"] = round(env.seconds, 3)
-        heartbeat()
 
         run_dir = ws.tmp.resolve() / "sim"
         remove_tree(run_dir)
@@ -307,7 +306,7 @@ class SimulationKind(CheckKind):
         deadline = time.monotonic() + job.timeout_s
 
         # 2. the model
-        build = self._build(job, p, env, ws, run_dir, deadline)
+        build = self._build(job, p, env, ws, run_dir, deadline, sandbox)
         details["build"] = {
             "cached": build.cached,
             "key": build.key,
@@ -323,13 +322,12 @@ class SimulationKind(CheckKind):
             )
         if build.error is not None or build.directory is None:
             return _errored(ws, build.error or "the build failed", details)
-        heartbeat()
 
         # 3. the tests
         test_started = time.monotonic()
         waves_format = _waves_format(p)
         waves_name = f"waves.{waves_format}" if waves_format else None
-        step = self._test(p, env, ws, run_dir, build.directory, waves_name, deadline)
+        step = self._test(p, env, ws, run_dir, build.directory, waves_name, deadline, sandbox)
         details["timings"]["test_s"] = round(time.monotonic() - test_started, 3)
         details["timings"]["total_s"] = round(time.monotonic() - started, 3)
         if step.error is not None:
@@ -375,6 +373,7 @@ class SimulationKind(CheckKind):
 
     def _sandbox_step(
         self,
+        sandbox: Sandbox,
         step: str,
         python: Path,
         description: dict[str, Any],
@@ -392,22 +391,28 @@ class SimulationKind(CheckKind):
         job_file.write_text(json.dumps(description, indent=2), encoding="utf-8")
         limits = SandboxLimits(wall_s=wall_s, cpu_s=int(wall_s) + 1)
         try:
-            result = run_sandboxed(
+            result = sandbox.run(
                 [str(python), "-m", "hwrepo_sim", step, str(job_file), str(status_file)],
                 workdir=run_dir,
                 env=env,
-                ro_binds=ro_binds,
-                rw_binds=rw_binds,
+                ro=list(ro_binds),
+                rw=list(rw_binds),
                 limits=limits,
-                network=False,
-                log_path=log,
+                log=log,
             )
-        except (SandboxError, ValueError, OSError) as exc:
+        except SandboxUnavailable as exc:
             return _Step(None, None, f"the sandbox could not be started: {exc}")
         return _Step(result, read_json_safely(status_file))
 
     def _build(
-        self, job: Job, p: JobParams, env: PythonEnv, ws: Workspace, run_dir: Path, deadline: float
+        self,
+        job: Job,
+        p: JobParams,
+        env: PythonEnv,
+        ws: Workspace,
+        run_dir: Path,
+        deadline: float,
+        sandbox: Sandbox,
     ) -> _Build:
         start = time.monotonic()
         src = ws.src.resolve()
@@ -456,7 +461,7 @@ class SimulationKind(CheckKind):
                     )
                     return _Build(final, key, True, time.monotonic() - start)
                 return self._build_into(
-                    p, env, ws, run_dir, src, key, final, build_args, deadline, start
+                    p, env, ws, run_dir, src, key, final, build_args, deadline, start, sandbox
                 )
         except LockTimeout:
             return _Build(None, key, False, time.monotonic() - start, timed_out=True)
@@ -473,6 +478,7 @@ class SimulationKind(CheckKind):
         build_args: list[str],
         deadline: float,
         start: float,
+        sandbox: Sandbox,
     ) -> _Build:
         log = ws.log
         _write(log, f"== building the model {p.simulator}/{key[:16]}\n")
@@ -499,6 +505,7 @@ class SimulationKind(CheckKind):
             if remaining < 1:
                 return _Build(None, key, False, time.monotonic() - start, timed_out=True)
             step = self._sandbox_step(
+                sandbox,
                 "build",
                 env.base_python,
                 description,
@@ -557,6 +564,7 @@ class SimulationKind(CheckKind):
         build_dir: Path,
         waves_name: str | None,
         deadline: float,
+        sandbox: Sandbox,
     ) -> _Step:
         src = ws.src.resolve()
         _write(ws.log, f"== running {', '.join(p.test_modules)} on {p.simulator}\n")
@@ -576,6 +584,7 @@ class SimulationKind(CheckKind):
         }
         remaining = max(MIN_STEP_S, deadline - time.monotonic())
         return self._sandbox_step(
+            sandbox,
             "test",
             env.python,
             description,
@@ -887,7 +896,8 @@ def _int(value: object) -> int | None:
 def _tests_from_xml(
     path: Path, simulator: str, output: str, log_seed: int | None
 ) -> list[TestVerdict]:
-    xml = JUnitXml.fromfile(str(path))
+    # results.xml was written in the sandbox: parsed without entities or external references
+    xml = JUnitXml.fromfile(str(path), parse_func=defused.parse)
     suites = [xml] if isinstance(xml, TestSuite) else list(xml)
     tests: list[TestVerdict] = []
     for suite in suites:

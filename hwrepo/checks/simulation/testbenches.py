@@ -60,48 +60,36 @@ Everything found, and why, goes into `PlannedJob.detected`.
 
 from __future__ import annotations
 
-import functools
-import json
 import re
-import subprocess
-import sys
-import tempfile
-import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from pathlib import PurePosixPath
+from typing import Any
 
-try:
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.specifiers import SpecifierSet
-    from packaging.utils import canonicalize_name
-    from packaging.version import Version
-except ImportError:  # without `packaging` installed on its own, the copy inside pip
-    from pip._vendor.packaging.requirements import (  # type: ignore[no-redef]
-        InvalidRequirement,
-        Requirement,
-    )
-    from pip._vendor.packaging.specifiers import SpecifierSet  # type: ignore[no-redef]
-    from pip._vendor.packaging.utils import canonicalize_name  # type: ignore[no-redef]
-    from pip._vendor.packaging.version import Version  # type: ignore[no-redef]
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+from pydantic import BaseModel, ConfigDict, Field
+
+from hwrepo.checks.core.manifest import (
+    _TIMESCALE_VALUE_RE,
+    COCOTB_RELEASES,
+    DEFAULT_COCOTB,
+    DEFAULT_TIMEOUT_S,
+    MANIFEST,
+    DesignConfig,
+    Manifest,
+    ManifestError,
+    Simulator,
+    TestbenchConfig,
+    _hdl_value,
+    parse_requirement,
+    resolve_cocotb_release,
 )
+from hwrepo.checks.core.paths import glob_regex
+from hwrepo.checks.rtl.verilog import roots, scan_hierarchy, strip_comments
 
-MANIFEST = "hwrepo.toml"
-SIMULATORS: tuple[str, ...] = ("icarus", "verilator")
-Simulator = Literal["icarus", "verilator"]
-DEFAULT_COCOTB = "2.1.0"
-# The releases a testbench may ask for: "x.y" means the newest x.y.z listed.
-COCOTB_RELEASES: tuple[str, ...] = ("2.1.0", "2.0.1", "2.0.0", "1.9.2", "1.9.1", "1.9.0")
 DEFAULT_TIMESCALE = ("1ns", "1ps")
-DEFAULT_TIMEOUT_S = 900.0
-MAX_TIMEOUT_S = 4 * 3600.0
 SOURCE_SUFFIXES = (".v", ".sv")
 HEADER_SUFFIXES = (".vh", ".svh")
 HDL_SUFFIXES = SOURCE_SUFFIXES + HEADER_SUFFIXES
@@ -113,11 +101,6 @@ IGNORED_PARTS = {"__pycache__", ".git", ".venv", "venv", "site-packages", "node_
 _TEST_RE = re.compile(r"^\s*@cocotb\.test\b", re.MULTILINE)
 _TIMESCALE_RE = re.compile(r"^\s*`timescale\b", re.MULTILINE)
 _INCLUDE_RE = re.compile(r'`include\s+"([^"]+)"')
-_MODULE_RE = re.compile(r"^\s*(?:macro)?module\s+(?:automatic\s+|static\s+)?(\w+)", re.MULTILINE)
-_TIMESCALE_VALUE_RE = re.compile(
-    r"^\s*(1|10|100)\s*(s|ms|us|ns|ps|fs)\s*/\s*(1|10|100)\s*(s|ms|us|ns|ps|fs)\s*$"
-)
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _MAKEFILE_TOP_RE = re.compile(r"^\s*(?:COCOTB_)?TOPLEVEL\s*[:?+]?=\s*(\w+)", re.MULTILINE)
 _PY_TOP_RES = (
     ("hdl_toplevel", re.compile(r"\bhdl_toplevel\s*=\s*[\"'](\w+)[\"']")),
@@ -155,196 +138,25 @@ class JobParams(BaseModel):
 
 # ----------------------------------------------------------------------------- the manifest
 
-Scalar = str | int | bool
-
-
-def _hdl_value(value: Scalar | float) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    return str(value)
-
-
-def _check_names(values: dict[str, Any], what: str) -> dict[str, Any]:
-    for name in values:
-        if not _NAME_RE.match(name):
-            raise ValueError(f"{name!r} is not a valid {what} name")
-    return values
-
-
-def _module_name(v: str) -> str:
-    if not _NAME_RE.match(v):
-        raise ValueError(f"{v!r} is not a module name")
-    return v
-
-
-ModuleName = Annotated[str, AfterValidator(_module_name)]
-Defines = Annotated[
-    dict[str, Scalar], AfterValidator(functools.partial(_check_names, what="define"))
-]
-Parameters = Annotated[
-    dict[str, Scalar | float], AfterValidator(functools.partial(_check_names, what="parameter"))
-]
-
-
-class BuildArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    icarus: list[str] = Field(default_factory=list)
-    verilator: list[str] = Field(default_factory=list)
-
-
-class DesignConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sources: list[str] | None = None
-    includes: list[str] | None = None
-    defines: Defines = Field(default_factory=dict)
-    toplevel: ModuleName | None = None
-    parameters: Parameters = Field(default_factory=dict)
-    timescale: str | None = None
-    build_args: BuildArgs = Field(default_factory=BuildArgs)
-
-    @field_validator("timescale")
-    @classmethod
-    def _timescale(cls, v: str | None) -> str | None:
-        if v is not None and not _TIMESCALE_VALUE_RE.match(v):
-            raise ValueError(f'{v!r} is not a timescale like "1ns/1ps"')
-        return v
-
-
-class TestbenchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = None
-    modules: list[str] = Field(min_length=1)
-    toplevel: ModuleName | None = None
-    simulators: list[str] = Field(default_factory=lambda: ["icarus"], min_length=1)
-    parameters: Parameters = Field(default_factory=dict)
-    defines: Defines = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
-    timeout: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S)
-    requirements: list[str] = Field(default_factory=list)
-    requirements_file: str | None = None
-    cocotb: str | None = None
-    seed: int | None = Field(default=None, ge=0, lt=2**32)
-    tests: list[str] = Field(default_factory=list)
-    waves: bool = True
-    python_path: list[str] = Field(default_factory=list)
-    files: list[str] = Field(default_factory=list)
-
-    @field_validator("modules")
-    @classmethod
-    def _modules(cls, v: list[str]) -> list[str]:
-        for m in v:
-            if not m.endswith(".py"):
-                raise ValueError(f"{m!r} is not a Python file (expected a path ending in .py)")
-        return v
-
-    @field_validator("simulators")
-    @classmethod
-    def _simulators(cls, v: list[str]) -> list[str]:
-        for sim in v:
-            if sim not in SIMULATORS:
-                raise ValueError(f"{sim!r} is not one of {', '.join(SIMULATORS)}")
-        if len(set(v)) != len(v):
-            raise ValueError("a simulator is listed twice")
-        return v
-
-    @field_validator("cocotb")
-    @classmethod
-    def _cocotb(cls, v: str | None) -> str | None:
-        if v is not None:
-            resolve_cocotb_release(v)
-        return v
-
-    @field_validator("requirements")
-    @classmethod
-    def _requirements(cls, v: list[str]) -> list[str]:
-        for line in v:
-            req = parse_requirement(line)
-            if canonicalize_name(req.name) == "cocotb":
-                raise ValueError("cocotb is chosen with the `cocotb` key, not in requirements")
-        return v
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        for name in v:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
-        return v
-
-
-class Manifest(BaseModel):
-    # Other top-level tables belong to other kinds.
-    model_config = ConfigDict(extra="ignore")
-
-    simulation: DesignConfig = Field(default_factory=DesignConfig)
-    testbench: list[TestbenchConfig] = Field(default_factory=list)
-
 
 class ConfigError(Exception):
     """A problem with a manifest or a detected testbench, worded for the project's people."""
 
 
-def resolve_cocotb_release(value: str) -> str:
-    """ "2.1" -> "2.1.0"; "1.9" -> "1.9.2"; an exact listed release is kept."""
-    value = value.strip()
-    if value in COCOTB_RELEASES:
-        return value
-    candidates = [r for r in COCOTB_RELEASES if r.startswith(value + ".")]
-    if re.fullmatch(r"\d+\.\d+", value) and candidates:
-        return max(candidates, key=Version)
-    raise ValueError(
-        f"{value!r} is not a supported cocotb release (one of 2.1, 2.0, 1.9, or "
-        f"{', '.join(COCOTB_RELEASES)})"
-    )
+@dataclass
+class SimulationTables:
+    """What a manifest says about simulations: its `[simulation]` and `[[testbench]]`es."""
+
+    simulation: DesignConfig
+    testbench: list[TestbenchConfig]
 
 
-def parse_requirement(line: str) -> Requirement:
-    text = line.strip()
-    if text.startswith("-"):
-        raise ValueError(f"{text!r}: pip options are not allowed, only requirements")
+def load_manifest(path: str, data: bytes) -> SimulationTables:
+    manifest = Manifest.parse(path, data)
     try:
-        req = Requirement(text)
-    except InvalidRequirement as exc:
-        raise ValueError(f"{text!r} is not a valid requirement ({exc})") from None
-    if req.url:
-        raise ValueError(f"{text!r}: requirements from URLs are not allowed")
-    return req
-
-
-def format_validation_error(exc: ValidationError, where: str) -> str:
-    """ "hwrepo.toml: testbench[0].simulators: 'modelsim' is not one of icarus, verilator"."""
-    parts = []
-    for err in exc.errors():
-        loc = ""
-        items = list(err["loc"])
-        # A bad item of a list of plain values is reported on the list itself.
-        if err["type"] == "value_error" and items and isinstance(items[-1], int):
-            items = items[:-1]
-        for item in items:
-            loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
-        msg = str(err["msg"])
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        parts.append(f"{where}: {loc}: {msg}" if loc else f"{where}: {msg}")
-    return "; ".join(parts)
-
-
-def load_manifest(path: str, data: bytes) -> Manifest:
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        return Manifest.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, path)) from None
+        return SimulationTables(manifest.table("simulation"), manifest.table("testbench"))
+    except ManifestError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- the revision
@@ -380,30 +192,8 @@ class FileSource:
     def glob(self, directory: str, pattern: str) -> list[str]:
         """Revision paths under `directory` matching `pattern` (`**` spans directories)."""
         base = directory.rstrip("/") + "/" if directory else ""
-        regex = _glob_regex(pattern)
+        regex = glob_regex(pattern)
         return [p for p in self.under(directory) if regex.fullmatch(p[len(base) :])]
-
-
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    out = ""
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out += "(?:.*/)?"
-            i += 3
-        elif pattern.startswith("**", i):
-            out += ".*"
-            i += 2
-        else:
-            ch = pattern[i]
-            if ch == "*":
-                out += "[^/]*"
-            elif ch == "?":
-                out += "[^/]"
-            else:
-                out += re.escape(ch)
-            i += 1
-    return re.compile(out)
 
 
 def _parent(path: str) -> str:
@@ -430,127 +220,11 @@ def _ignored(path: str) -> bool:
 
 # ----------------------------------------------------------------------------- the hierarchy
 
-_PYVERILOG_SCRIPT = r"""
-import json, sys
-from pyverilog.vparser import ast as vast
-from pyverilog.vparser.parser import VerilogCodeParser
-args = json.loads(sys.argv[1])
-parser = VerilogCodeParser(args["files"], preprocess_output=args["pp"],
-    preprocess_include=args["includes"], preprocess_define=args["defines"],
-    outputdir=args["tables"], debug=False)
-tree = parser.parse()
-mods = {}
-def walk(node, found):
-    if isinstance(node, vast.Instance):
-        found.add(node.module)
-    for child in node.children():
-        walk(child, found)
-for d in tree.description.definitions:
-    if isinstance(d, vast.ModuleDef):
-        found = set()
-        walk(d, found)
-        mods[d.name] = sorted(found)
-print("HWREPO-HIERARCHY " + json.dumps(mods))
-"""
 
-
-def pyverilog_hierarchy(
-    files: dict[str, str], sources: list[str], includes: list[str], defines: dict[str, str]
-) -> dict[str, list[str]]:
-    """{module: [modules it instantiates]} by pyverilog, run in a temporary directory (its
-    parser tables and preprocessor output stay there). `files`: revision path -> text of the
-    sources and of everything they may include; `sources`: the files to compile."""
-    with tempfile.TemporaryDirectory(prefix="hwrepo-pyverilog-") as tmp:
-        root = Path(tmp)
-        src = root / "src"
-        for rel, text in files.items():
-            target = src / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
-        args = {
-            "files": [str(src / rel) for rel in sources],
-            "includes": [str(src / inc) for inc in includes] or None,
-            "defines": [f"{k}={v}" if v != "" else k for k, v in defines.items()] or None,
-            "pp": str(root / "pp.out"),
-            "tables": str(root),
-        }
-        proc = subprocess.run(
-            [sys.executable, "-c", _PYVERILOG_SCRIPT, json.dumps(args)],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    for line in proc.stdout.splitlines():
-        if line.startswith("HWREPO-HIERARCHY "):
-            return dict(json.loads(line.split(" ", 1)[1]))
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-    raise RuntimeError(tail[0])
-
-
-def _strip_comments(text: str) -> str:
-    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.DOTALL)
-    return re.sub(r"//[^\n]*", "", text)
-
-
-def scan_hierarchy(files: dict[str, str]) -> dict[str, list[str]]:
-    """The same by a plain text scan (SystemVerilog, or anything pyverilog refuses)."""
-    bodies: dict[str, str] = {}
-    for text in files.values():
-        clean = _strip_comments(text)
-        starts = list(_MODULE_RE.finditer(clean))
-        for i, m in enumerate(starts):
-            end = starts[i + 1].start() if i + 1 < len(starts) else len(clean)
-            bodies[m.group(1)] = clean[m.end() : end]
-    result: dict[str, list[str]] = {}
-    for name, body in bodies.items():
-        used = []
-        for other in bodies:
-            if other != name and re.search(
-                rf"(?<![\w.$`]){re.escape(other)}\s*(?:#\s*\(|[A-Za-z_]\w*\s*[(\[])", body
-            ):
-                used.append(other)
-        result[name] = sorted(used)
-    return result
-
-
-def hierarchy(
-    files: dict[str, str], sources: list[str], includes: list[str], defines: dict[str, str]
-) -> tuple[dict[str, list[str]], str]:
-    """The hierarchy and how it was found (memoised: testbenches of one design share it)."""
-    found, how = _hierarchy_memo(
-        tuple(sorted(files.items())),
-        tuple(sources),
-        tuple(includes),
-        tuple(sorted(defines.items())),
-    )
-    return json.loads(found), how
-
-
-@functools.lru_cache(maxsize=32)
-def _hierarchy_memo(
-    files_items: tuple[tuple[str, str], ...],
-    sources: tuple[str, ...],
-    includes_items: tuple[str, ...],
-    defines_items: tuple[tuple[str, str], ...],
-) -> tuple[str, str]:
-    files = dict(files_items)
-    if all(p.endswith((".v", ".vh")) for p in files):
-        try:
-            found = pyverilog_hierarchy(
-                files, list(sources), list(includes_items), dict(defines_items)
-            )
-            return json.dumps(found), "pyverilog"
-        except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
-            how = f"text scan; pyverilog could not parse: {exc}"
-            return json.dumps(scan_hierarchy(files)), how
-    return json.dumps(scan_hierarchy(files)), "text scan (SystemVerilog sources)"
-
-
-def roots(modules: dict[str, list[str]]) -> list[str]:
-    used = {m for children in modules.values() for m in children}
-    return sorted(m for m in modules if m not in used)
+def hierarchy(files: dict[str, str]) -> tuple[dict[str, list[str]], str]:
+    """The hierarchy of the sources and how it was found: a scan of their text (planning runs
+    no tool; the build in the sandbox is where a real parser reads them)."""
+    return scan_hierarchy(files), "text scan"
 
 
 # ----------------------------------------------------------------------------- testbenches
@@ -600,7 +274,7 @@ def _included_names(revision: FileSource, paths: list[str]) -> set[str]:
     names: set[str] = set()
     for path in paths:
         text = revision.text(path) or ""
-        for inc in _INCLUDE_RE.findall(_strip_comments(text)):
+        for inc in _INCLUDE_RE.findall(strip_comments(text)):
             names.add(PurePosixPath(inc).name)
     return names
 
@@ -650,7 +324,7 @@ def _timescale_rule(
         assert m is not None
         return (f"{m.group(1)}{m.group(2)}", f"{m.group(3)}{m.group(4)}"), "set in hwrepo.toml"
     without = [
-        s for s in sources if not _TIMESCALE_RE.search(_strip_comments(revision.text(s) or ""))
+        s for s in sources if not _TIMESCALE_RE.search(strip_comments(revision.text(s) or ""))
     ]
     if not without:
         return None, "every source declares its own `timescale"
@@ -767,7 +441,7 @@ def resolve_testbench(
         for pattern in design.sources:
             matched = [p for p in revision.glob(design_dir, pattern) if p.endswith(HDL_SUFFIXES)]
             if not matched:
-                raise ConfigError(f"{manifest}: simulation.sources: {pattern!r} matches no file")
+                raise ConfigError(f"{manifest}: [simulation] sources: {pattern!r} matches no file")
             sources.extend(p for p in matched if p not in sources)
         detected["sources_reason"] = "listed in hwrepo.toml"
     else:
@@ -818,7 +492,7 @@ def resolve_testbench(
             p: revision.text(p) or ""
             for p in sorted(set(sources) | set(_include_files(revision, includes)))
         }
-        modules_found, how = hierarchy(texts, sources, includes, defines)
+        modules_found, how = hierarchy(texts)
         detected["hierarchy"] = modules_found
         detected["hierarchy_method"] = how
         toplevel, why = choose_toplevel(revision, first, modules_found, how.split(";")[0])
@@ -954,7 +628,7 @@ def plan_testbenches(revision: FileSource) -> list[PlanItem]:
     items: list[PlanItem] = []
     manifests = find_manifests(revision)
     manifest_dirs = sorted((_parent(m) for m in manifests), key=lambda d: -len(d))
-    configs: dict[str, Manifest] = {}
+    configs: dict[str, SimulationTables] = {}
     for path in manifests:
         text = revision.text(path)
         try:
@@ -980,7 +654,7 @@ def plan_testbenches(revision: FileSource) -> list[PlanItem]:
             except (ConfigError, ValueError) as exc:
                 msg = str(exc)
                 if not msg.startswith(mpath):
-                    msg = f"{mpath}: testbench[{index}]: {msg}"
+                    msg = f"{mpath}: [[testbench]] {index + 1}: {msg}"
                 items.append(PlanItem(name=label, error=msg, detected={"manifest": True}))
                 continue
             items.append(PlanItem(name=tb.name, testbench=tb))
