@@ -1,5 +1,11 @@
-"""The layering rule: SQL only in the repository. No module outside hwrepo/adapters/db/ may
-import SQLAlchemy (or Alembic) or the ORM tables; services and entry points go through `Index`."""
+"""Layering rules, read from the code itself:
+
+- SQL only in the repository: no module outside hwrepo/adapters/db/ may import SQLAlchemy (or
+  Alembic) or the ORM tables; services and entry points go through `Index`.
+- Processes start only in hwrepo/checks/run/: every tool that reads a revision runs in the
+  sandbox, and there is no other way to start one (entrypoints/embedded.py starts the servers).
+- What runs inside the sandbox imports no web framework, database or validation library.
+"""
 
 from __future__ import annotations
 
@@ -97,3 +103,80 @@ def test_the_check_finds_sql_imports() -> None:
     }
     assert not _forbidden("hwrepo.adapters.db.index")
     assert not _forbidden("sqlalchemyish")
+
+
+# -- processes: every tool that reads a revision runs in the sandbox ------------------------------
+
+# The only modules that may start processes, and why.
+STARTS_PROCESSES = {
+    "checks/run/sandbox.py": "bubblewrap: the one way into the sandbox",
+    "checks/run/inside.py": "runs tools inside the sandbox only (it refuses anywhere else)",
+    "entrypoints/embedded.py": "the embedded servers (nats-server, weed) and hwrepo's own parts",
+}
+PROCESS_MODULES = ("subprocess", "pty", "multiprocessing", "concurrent.futures.process")
+PROCESS_CALLS = {
+    "system",
+    "popen",
+    "fork",
+    "forkpty",
+    "posix_spawn",
+    "posix_spawnp",
+    "create_subprocess_exec",
+    "create_subprocess_shell",
+    *(f"exec{s}" for s in ("l", "le", "lp", "lpe", "v", "ve", "vp", "vpe")),
+    *(f"spawn{s}" for s in ("l", "le", "lp", "lpe", "v", "ve", "vp", "vpe")),
+}
+
+
+def _starts_processes(tree: ast.AST, package: str) -> list[str]:
+    found = [n for n in _imports(tree, package) if n.split(".")[0] in PROCESS_MODULES]
+    found += [n for n in _imports(tree, package) if n in {"concurrent.futures.ProcessPoolExecutor"}]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in PROCESS_CALLS:
+            found.append(f"{ast.unparse(node)}")
+    return sorted(set(found))
+
+
+def test_processes_start_only_in_the_sandbox_runner() -> None:
+    offenders = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = path.relative_to(PACKAGE).as_posix()
+        found = _starts_processes(ast.parse(path.read_text(), str(path)), _package_of(path))
+        if found and module not in STARTS_PROCESSES:
+            offenders[module] = found
+    assert offenders == {}, (
+        "only hwrepo/checks/run/ starts processes on revision files (and entrypoints/embedded.py "
+        f"its servers): {offenders}"
+    )
+    for module in STARTS_PROCESSES:
+        path = PACKAGE / module
+        assert _starts_processes(ast.parse(path.read_text()), _package_of(path)), module
+
+
+def test_the_scan_finds_a_process_started_another_way() -> None:
+    code = (
+        "import os\nimport asyncio\nasync def f():\n    await asyncio.create_subprocess_exec('x')\n"
+    )
+    assert _starts_processes(ast.parse(code), "hwrepo") == ["asyncio.create_subprocess_exec"]
+    assert _starts_processes(ast.parse("from subprocess import run"), "hwrepo") != []
+    assert _starts_processes(ast.parse("import os\nos.execvp('sh', [])"), "hwrepo") != []
+
+
+# -- what runs inside the sandbox stays light -----------------------------------------------------
+
+IN_SANDBOX = ("hwrepo.checks.run.inside", "hwrepo.checks.kicad.inside", "hwrepo.checks.rtl.inside")
+HEAVY = {"pydantic", "fastapi", "starlette", "sqlalchemy", "minio", "nats", "httpx", "jinja2"}
+
+
+def test_in_sandbox_modules_import_nothing_heavy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, sys\n"
+        f"for m in {list(IN_SANDBOX)!r}: importlib.import_module(m)\n"
+        "print(' '.join(sorted({n.split('.')[0] for n in sys.modules})))\n"
+    )
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert HEAVY.isdisjoint(done.stdout.split()), HEAVY & set(done.stdout.split())

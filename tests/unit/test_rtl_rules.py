@@ -11,8 +11,9 @@ import pytest
 
 from hwrepo.checks.core.manifest import Manifest, ManifestError, RtlTable
 from hwrepo.checks.core.violations import Violation
-from hwrepo.checks.rtl.designs import DesignParams, design_root
+from hwrepo.checks.rtl.designs import design_root
 from hwrepo.checks.rtl.inside import interpret_verilator, load_sarif, parse_verilator_text
+from hwrepo.checks.rtl.job import DesignParams
 from hwrepo.checks.rtl.parse import (
     evaluate,
     int_value,

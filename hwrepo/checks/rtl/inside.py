@@ -26,7 +26,7 @@ from typing import Any
 
 from hwrepo.checks.core.kind import Workspace
 from hwrepo.checks.core.violations import Violation
-from hwrepo.checks.rtl.designs import DesignParams
+from hwrepo.checks.rtl.job import DesignParams
 from hwrepo.checks.rtl.parse import (
     ParsedDesign,
     SourceError,

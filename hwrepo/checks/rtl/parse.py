@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwrepo.checks.rtl.designs import DesignParams
+from hwrepo.checks.rtl.job import DesignParams
 from hwrepo.checks.rtl.verilog import arg_path, revision_path, systemverilog_reason
 from hwrepo.checks.run.inside import tool
 from hwrepo.checks.run.installed import find_ivlpp
