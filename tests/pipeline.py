@@ -107,3 +107,22 @@ def private_nats(tmp_path: Path) -> Iterator[str]:
         yield f"nats://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@contextmanager
+def pipeline_stack(
+    settings: Settings, tmp_path: Path
+) -> Iterator[tuple[Settings, Any, TestClient]]:
+    """The API (with its outbox relay) on a nats-server of the test's own, and its backends."""
+    from hwrepo.entrypoints.api.app import create_app
+    from hwrepo.service_layer import bootstrap
+    from hwrepo.service_layer.backends import Backends
+
+    with private_nats(tmp_path) as url:
+        own = settings.model_copy(update={"nats_urls": [url], "data_dir": tmp_path / "data"})
+        backends = Backends.from_settings(own)
+        bootstrap.ensure_bucket(backends)
+        asyncio.run(bootstrap.ensure_streams(own))
+        with TestClient(create_app(own, backends)) as client:
+            yield own, backends, client
+        backends.close()

@@ -30,6 +30,7 @@ cocotb's exit status says nothing about test failures: the worker reads results_
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -82,7 +83,38 @@ def _icarus_waves_module(build_dir: Path, toplevel: str) -> Path:
     return path
 
 
+class OutsideRevision(Exception):
+    """The design names files outside the revision: they are not in the sandbox."""
+
+
+def _outside_references(job: dict[str, Any]) -> list[list[Any]]:
+    """hwrepo's scanner (a module of plain Python, loaded from its file) on the sources and
+    the headers of the include directories, as revision paths."""
+    path = job.get("reference_scanner")
+    if not path:
+        return []
+    spec = importlib.util.spec_from_file_location("hwrepo_references", path)
+    if spec is None or spec.loader is None:
+        return []
+    scanner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scanner)
+    src = Path(job["src"])
+    files: dict[str, str] = {}
+    candidates = [Path(s) for s in job["sources"]]
+    for inc in job["includes"]:
+        candidates += sorted(p for p in Path(inc).glob("*") if p.suffix in {".vh", ".svh", ".v"})
+    for f in candidates:
+        if f.is_file() and f.is_relative_to(src):
+            files[f.relative_to(src).as_posix()] = f.read_text(encoding="utf-8", errors="replace")
+    includes = [Path(i).relative_to(src).as_posix() for i in job["includes"]]
+    includes = ["" if i == "." else i for i in includes]
+    return [list(r) for r in scanner.outside_references(files, includes)]
+
+
 def build(job: dict[str, Any]) -> None:
+    outside = _outside_references(job)
+    if outside:
+        raise OutsideRevision(json.dumps(outside))
     simulator = job["simulator"]
     build_dir = Path(job["build_dir"])
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +206,9 @@ def main(argv: list[str]) -> int:
         else:
             status["exit_code"] = test(job)
         status["ok"] = True
+    except OutsideRevision as exc:
+        status["outside"] = json.loads(str(exc))
+        status["error"] = "the design names files outside the revision"
     except BaseException as exc:  # every failure is reported in the status
         status["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         traceback.print_exc()

@@ -3,7 +3,6 @@ API, on real servers and real tools (the RTL kinds here: pyverilog and Verilator
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -14,11 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hwrepo.config import Settings
-from hwrepo.entrypoints.api.app import create_app
-from hwrepo.service_layer import bootstrap
 from hwrepo.service_layer.backends import Backends
 from tests.conftest import Actor, make_actor
-from tests.pipeline import private_nats, running_worker, upload_dir, wait_for_checks
+from tests.pipeline import pipeline_stack, running_worker, upload_dir, wait_for_checks
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
 SIM_CACHE = Path(os.environ.get("HWREPO_TEST_CACHE", "/tmp/hwrepo-test-cache")) / "worker"
@@ -26,14 +23,8 @@ SIM_CACHE = Path(os.environ.get("HWREPO_TEST_CACHE", "/tmp/hwrepo-test-cache")) 
 
 @pytest.fixture
 def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Backends, TestClient]]:
-    with private_nats(tmp_path) as url:
-        own = settings.model_copy(update={"nats_urls": [url], "data_dir": tmp_path / "data"})
-        backends = Backends.from_settings(own)
-        bootstrap.ensure_bucket(backends)
-        asyncio.run(bootstrap.ensure_streams(own))
-        with TestClient(create_app(own, backends)) as client:
-            yield own, backends, client
-        backends.close()
+    with pipeline_stack(settings, tmp_path) as parts:
+        yield parts
 
 
 def _project(client: TestClient, actor: Actor, name: str) -> str:

@@ -18,11 +18,9 @@ from fastapi.testclient import TestClient
 
 from hwrepo.config import Settings
 from hwrepo.domain.events import EVENTS_STREAM
-from hwrepo.entrypoints.api.app import create_app
-from hwrepo.service_layer import bootstrap
 from hwrepo.service_layer.backends import Backends
 from tests.conftest import make_actor
-from tests.pipeline import private_nats
+from tests.pipeline import pipeline_stack
 
 CACHE = Path(os.environ.get("HWREPO_TEST_CACHE", "/tmp/hwrepo-test-cache")) / "worker"
 
@@ -38,21 +36,9 @@ SLOW_DESIGN = {
 
 @pytest.fixture
 def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Backends, TestClient]]:
-    with private_nats(tmp_path) as url:
-        own = settings.model_copy(
-            update={
-                "nats_urls": [url],
-                "data_dir": tmp_path / "data",
-                "job_ack_wait_s": 4.0,
-                "worker_cache_dir": CACHE,
-            }
-        )
-        backends = Backends.from_settings(own)
-        bootstrap.ensure_bucket(backends)
-        asyncio.run(bootstrap.ensure_streams(own))
-        with TestClient(create_app(own, backends)) as client:
-            yield own, backends, client
-        backends.close()
+    tuned = settings.model_copy(update={"job_ack_wait_s": 4.0, "worker_cache_dir": CACHE})
+    with pipeline_stack(tuned, tmp_path) as parts:
+        yield parts
 
 
 def _env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -72,6 +72,8 @@ from hwrepo.checks.core.kind import (
     RevisionFiles,
     Workspace,
 )
+from hwrepo.checks.rtl import verilog
+from hwrepo.checks.rtl.verilog import describe_reference
 from hwrepo.checks.run.installed import verilator_root
 from hwrepo.checks.run.runner import Sandbox, SandboxUnavailable
 from hwrepo.checks.run.sandbox import (
@@ -112,6 +114,8 @@ from hwrepo.domain.media import media_type
 SIM_DIR = Path(
     os.environ.get("HWREPO_SIM_DIR") or Path(__file__).resolve().parents[3] / "sim"
 ).resolve()
+# The scanner of paths that leave the revision, loaded by the build step from its file.
+REFERENCE_SCANNER = Path(verilog.__file__).resolve()
 # Verilator's lint warnings are the rtl-lint kind's business: here they must not stop a build.
 DEFAULT_BUILD_ARGS: dict[str, list[str]] = {"icarus": [], "verilator": ["-Wno-fatal"]}
 MIN_STEP_S = 5.0
@@ -496,6 +500,8 @@ class SimulationKind(CheckKind):
                 "build_args": build_args,
                 "build_dir": str(tmp),
                 "waves": _waves_format(p),
+                "src": str(src),
+                "reference_scanner": str(REFERENCE_SCANNER),
             }
             ro = [*env.dirs, SIM_DIR, src]
             root = verilator_root()
@@ -524,6 +530,8 @@ class SimulationKind(CheckKind):
             if step.result.timed_out:
                 return _Build(None, key, False, seconds, timed_out=True, sandbox=sandbox)
             status = step.status or {}
+            if isinstance(status.get("outside"), list) and status["outside"]:
+                return _Build(None, key, False, seconds, _outside_error(status["outside"]))
             if not step.result.ok or not status.get("ok"):
                 return _Build(
                     None,
@@ -758,6 +766,18 @@ def _errored(ws: Workspace, message: str, details: dict[str, Any]) -> CheckResul
     first = message.strip().splitlines()[0] if message.strip() else "errored"
     summary = f"{first} ({simulator})" if simulator else first
     return _finish(ws, "errored", summary[:300], details, message)
+
+
+def _outside_error(found: list[Any]) -> str:
+    """ "include outside the revision: /x/y (rtl/leak.v:1)", one per line."""
+    lines = []
+    for item in found[:20]:
+        if isinstance(item, list) and len(item) == 4:
+            file, line, what, path = (str(x) for x in item)
+            lines.append(f"{describe_reference(what, path)} ({file}:{line})")
+    return "the design names files outside the revision, which checks cannot read: " + "\n".join(
+        lines
+    )
 
 
 def _build_error(simulator: str, result: SandboxResult, status: dict[str, Any], src: Path) -> str:
