@@ -25,12 +25,19 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hwrepo.adapters import eventbus
+from hwrepo.checks.kicad.kind import unavailable
+from hwrepo.checks.rtl.lint import RtlLint
+from hwrepo.checks.simulation.kind import SimulationKind
 from hwrepo.config import Settings
 from hwrepo.domain.events import EVENTS_STREAM
 from hwrepo.service_layer.backends import Backends
 from tests.conftest import make_actor
 from tests.integration.test_pipeline import SIM_CACHE, _project
 from tests.pipeline import pipeline_stack, running_worker, upload_dir, wait_for_checks
+
+pytestmark = pytest.mark.needs(
+    unavailable() or SimulationKind().available() or RtlLint().available()
+)
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
 SECRET = secrets.token_hex(16)  # hex digits, so that $readmemh could carry it too

@@ -19,9 +19,12 @@ from hwrepo.checks.core.kind import CheckKind, CheckResult
 from hwrepo.checks.core.local import LocalRevision
 from hwrepo.checks.kicad.drc import DrcKind
 from hwrepo.checks.kicad.erc import ErcKind
+from hwrepo.checks.kicad.kind import unavailable
 from hwrepo.checks.kicad.render import RenderKind
 from hwrepo.checks.run.runner import Sandbox
 from hwrepo.domain.checks import Waiver
+
+pytestmark = pytest.mark.needs(unavailable())
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
 CLEAN = DESIGNS / "kicad-clean"

