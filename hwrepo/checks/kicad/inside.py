@@ -665,10 +665,19 @@ def _stock(request: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in request["kicad"]["paths"].items() if k.startswith("KICAD")}
 
 
-def _missing(session: Session, rel: str) -> dict[str, Any] | None:
-    if not (session.ws.src / rel).is_file():
-        return session.response(("errored", f"{rel} is not among the job's files"))
-    return None
+def start(
+    request: dict[str, Any], subject: dict[str, Any], design_rel: str, tables: tuple[str, ...]
+) -> tuple[Session, dict[str, Any] | None, list[Reference]]:
+    """What every KiCad job does first: its KiCad, the libraries it sees, the design file
+    (else the response that ends the job), the project file, the library tables' entries
+    that leave the revision."""
+    s = Session.begin(request, subject)
+    design = s.ws.src / design_rel
+    s.note_environment(design.parent)
+    if not design.is_file():
+        return s, s.response(("errored", f"{design_rel} is not among the job's files")), []
+    s.note_project_file(request["params"].get("project"))
+    return s, None, library_references(design.parent, s.ws.src, _stock(request), tables)
 
 
 def drc(request: dict[str, Any]) -> dict[str, Any]:
@@ -681,13 +690,10 @@ def drc(request: dict[str, Any]) -> dict[str, Any]:
         "project": params.get("project"),
         "fail_on": list(params.get("fail_on") or ["error"]),
     }
-    s = Session.begin(request, subject)
+    s, ended, outside = start(request, subject, board_rel, ("fp-lib-table",))
+    if ended is not None:
+        return ended
     board = s.ws.src / board_rel
-    s.note_environment(board.parent)
-    if (missing := _missing(s, board_rel)) is not None:
-        return missing
-    s.note_project_file(params.get("project"))
-    outside = library_references(board.parent, s.ws.src, _stock(request), ("fp-lib-table",))
     parity_off: str | None = None
     if not schematic_rel:
         parity_off = "no schematic of the board's name"
@@ -731,13 +737,10 @@ def erc(request: dict[str, Any]) -> dict[str, Any]:
         "project": params.get("project"),
         "fail_on": list(params.get("fail_on") or ["error"]),
     }
-    s = Session.begin(request, subject)
+    s, ended, outside = start(request, subject, schematic_rel, ("sym-lib-table",))
+    if ended is not None:
+        return ended
     schematic = s.ws.src / schematic_rel
-    s.note_environment(schematic.parent)
-    if (missing := _missing(s, schematic_rel)) is not None:
-        return missing
-    s.note_project_file(params.get("project"))
-    outside = library_references(schematic.parent, s.ws.src, _stock(request), ("sym-lib-table",))
     report = s.ws.out / "report.json"
     report.unlink(missing_ok=True)
     args = ["sch", "erc", "--format", "json", "--severity-all", "-o", str(report)]
@@ -828,15 +831,11 @@ def render(request: dict[str, Any]) -> dict[str, Any]:
     schematic_rel: str | None = params.get("schematic")
     board_rel: str | None = params.get("board")
     subject = {"project": params.get("project"), "schematic": schematic_rel, "board": board_rel}
-    s = Session.begin(request, subject)
-    design_rel = schematic_rel or board_rel or ""
-    s.note_environment((s.ws.src / design_rel).parent)
-    if (missing := _missing(s, design_rel)) is not None:
-        return missing
-    s.note_project_file(params.get("project"))
+    s, ended, outside = start(request, subject, schematic_rel or board_rel or "", LIBRARY_TABLES)
+    if ended is not None:
+        return ended
     r = _Render(s)
     stock = _stock(request)
-    outside = library_references((s.ws.src / design_rel).parent, s.ws.src, stock, LIBRARY_TABLES)
     if schematic_rel:
         _schematic(r, s.ws.src / schematic_rel)
     else:

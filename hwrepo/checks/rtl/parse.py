@@ -303,14 +303,17 @@ def parse_design(
 # AST helpers
 
 
-def walk(node: Any) -> Iterator[Any]:
-    """The node and all its descendants, depth first, in source order."""
+def walk(node: Any, skip: tuple[type, ...] = ()) -> Iterator[Any]:
+    """The node and all its descendants, depth first, in source order; nodes of the `skip`
+    types (other than `node`) are yielded but not entered."""
     stack = [node]
     while stack:
         n = stack.pop()
         if n is None:
             continue
         yield n
+        if skip and isinstance(n, skip) and n is not node:
+            continue
         stack.extend(reversed([c for c in n.children() if c is not None]))
 
 

@@ -49,15 +49,7 @@ def _ast() -> Any:
 
 def _items(node: Any, skip: tuple[type, ...]) -> Iterator[Any]:
     """Descendants of `node` (itself included), not entering nodes of the `skip` types."""
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if n is None:
-            continue
-        yield n
-        if isinstance(n, skip) and n is not node:
-            continue
-        stack.extend(reversed([c for c in n.children() if c is not None]))
+    return walk(node, skip)
 
 
 def _lvalue_parts(node: Any) -> Iterator[tuple[str, Any]]:
