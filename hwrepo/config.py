@@ -191,11 +191,20 @@ SECRET_MAKERS: dict[str, Callable[[], str]] = {
 }
 
 
+def private_dir(path: Path) -> Path:
+    """The data directory, made if need be, readable by its owner alone: it holds the index,
+    the secrets, the servers' data and logs, and the workers' caches of private projects."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
 def load_secrets(data_dir: Path) -> dict[str, str]:
     """The data directory's secrets.toml (0600), with any secret it lacks made and added (under
     a lock, so that processes starting together agree on them)."""
     path = data_dir / "secrets.toml"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     lock_fd = os.open(data_dir / ".secrets.lock", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)

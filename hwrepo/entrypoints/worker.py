@@ -34,7 +34,7 @@ from hwrepo.adapters.objectstore import ObjectStore
 from hwrepo.adapters.objectstore import from_settings as store_from_settings
 from hwrepo.checks.core.kind import CheckKind
 from hwrepo.checks.registry import all_kinds
-from hwrepo.config import Settings
+from hwrepo.config import Settings, private_dir
 from hwrepo.domain import events
 from hwrepo.domain.checks import Job
 from hwrepo.domain.events import EVENTS_STREAM
@@ -69,7 +69,9 @@ class Worker:
         self.settings = settings
         self.options = options
         self.store: ObjectStore = store_from_settings(settings)
-        self.dirs = jobs.WorkerDirs(settings.worker_cache_dir or settings.data_dir / "worker")
+        self.dirs = jobs.WorkerDirs(
+            settings.worker_cache_dir or private_dir(settings.data_dir) / "worker"
+        )
         self.kinds: dict[str, CheckKind] = {}
         self.nc: Client | None = None
         self.slots = asyncio.Semaphore(max(1, options.concurrency))

@@ -14,7 +14,7 @@ from hwrepo.adapters.db.database import Database
 from hwrepo.adapters.db.index import Index
 from hwrepo.adapters.objectstore import ObjectStore
 from hwrepo.adapters.objectstore import from_settings as store_from_settings
-from hwrepo.config import Settings
+from hwrepo.config import Settings, private_dir
 
 
 @dataclass
@@ -28,10 +28,9 @@ class Backends:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate_schema: bool = True) -> Backends:
+        private_dir(settings.data_dir)
         database = Database(settings.db_url)
         if migrate_schema:
-            if settings.embedded_db:
-                settings.data_dir.mkdir(parents=True, exist_ok=True)
             database.migrate()
         return cls(settings=settings, store=store_from_settings(settings), database=database)
 

@@ -273,6 +273,8 @@ def test_designs_reaching_outside_their_revision_see_nothing_and_say_why(
             served = client.get(c["url"]).text + client.get(c["url"] + "/log").text
             assert SECRET not in served, (what, c["name"])
     assert os.environ["HWREPO_MARKER_SECRET"] == SECRET  # it was there for the taking
+    # and other users of the machine cannot read the data directory either
+    assert settings.data_dir.stat().st_mode & 0o777 == 0o700
 
 
 @pytest.fixture
