@@ -127,6 +127,8 @@ def plan_revision(store: ObjectStore, kinds: list[CheckKind], manifest_key: str)
                 plan.errors.append(f"{kind.name}: two jobs named {planned.name!r}; kept the first")
                 continue
             seen.add(planned.name)
+            if planned.error is not None:
+                plan.errors.append(f"{kind.name} {planned.name}: {planned.error}")
             job = job_for(
                 planned,
                 kind=kind.name,

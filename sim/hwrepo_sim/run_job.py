@@ -2,6 +2,8 @@
 
     python -m hwrepo_sim build JOB.json STATUS.json
     python -m hwrepo_sim test JOB.json STATUS.json
+    python -m hwrepo_sim run JOB.json STATUS.json    # build, then test, in one process
+    python -m hwrepo_sim make JOB.json STATUS.json   # a project's own cocotb Makefile
 
 JOB.json (absolute paths, written by the worker):
     simulator        "icarus" | "verilator"
@@ -23,8 +25,20 @@ JOB.json (absolute paths, written by the worker):
     seed             COCOTB_RANDOM_SEED or null
     tests            names of the tests to run ([]: all)
 
+For `run`, JOB.json holds both: {"build": {...}, "test": {...}}. For `make`:
+    makefile_dir     the directory of the Makefile (make runs there, with PWD set to it)
+    makefile         its file name
+    simulator        SIM given to make
+    results_xml      COCOTB_RESULTS_FILE
+    bin_dir          a directory for the `cocotb-config` command make may call
+    variables        the names of the variables to report (and PARAM_* ones)
+    env, tests, seed as above (tests: COCOTB_TEST_FILTER)
+
 STATUS.json, written at the end of the step whatever happened:
-    {"step", "ok", "error", "exit_code", "cocotb_version", "seconds"}
+    {"step", "ok", "error", "exit_code", "cocotb_version", "seconds"}, plus for `make`
+    "variables" ({name: value} as make evaluated them) and "make_error" (make's own words when
+    the Makefile does not evaluate); "outside" when the design names files outside the
+    revision (the build stops before it starts).
 cocotb's exit status says nothing about test failures: the worker reads results_xml.
 """
 
@@ -33,6 +47,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -191,9 +206,102 @@ def test(job: dict[str, Any]) -> int:
     return 0
 
 
+class MakeFailed(Exception):
+    """The Makefile did not evaluate; the message is make's."""
+
+
+_PRINT_VARIABLES = """
+hwrepo-print-variables:
+\t@:
+HWREPO_ALL := $(HWREPO_VARIABLES) $(filter PARAM_%,$(.VARIABLES))
+$(foreach v,$(HWREPO_ALL),$(info HWREPO-VARIABLE $(v)=$($(v))))
+"""
+
+
+def _make_env(job: dict[str, Any]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in (job.get("env") or {}).items()})
+    directory = str(job["makefile_dir"])
+    env["PWD"] = directory  # make takes $(PWD) from the environment, not from its directory
+    env["PATH"] = f"{job['bin_dir']}:{env.get('PATH', '')}"
+    env["COCOTB_RESULTS_FILE"] = str(job["results_xml"])
+    if job.get("seed") is not None:
+        env["COCOTB_RANDOM_SEED"] = str(job["seed"])
+    if job.get("tests"):
+        env["COCOTB_TEST_FILTER"] = "|".join(f"^{t}$" for t in job["tests"])
+    return env
+
+
+def _cocotb_config(bin_dir: Path) -> None:
+    """A `cocotb-config` that works wherever the environment lies (the console script's
+    shebang names the directory the environment was built in)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    module = "cocotb_tools.config"
+    try:
+        import cocotb_tools.config  # noqa: F401
+    except ImportError:
+        module = "cocotb.config"
+    script = bin_dir / "cocotb-config"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m {module} "$@"\n')
+    script.chmod(0o755)
+
+
+def make(job: dict[str, Any], status: dict[str, Any]) -> int:
+    """The project's Makefile, as `make` runs it: first its variables (what the check shows),
+    then its default goal."""
+    directory = Path(job["makefile_dir"])
+    makefile = str(job["makefile"])
+    bin_dir = Path(job["bin_dir"])
+    _cocotb_config(bin_dir)
+    env = _make_env(job)
+    extra = bin_dir / "hwrepo-variables.mk"
+    extra.write_text(_PRINT_VARIABLES)
+    args = [f"SIM={job['simulator']}", f"HWREPO_VARIABLES={' '.join(job['variables'])}"]
+    _say(f"evaluating {makefile} in {directory}")
+    shown = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-f",
+            makefile,
+            "-f",
+            str(extra),
+            *args,
+            "hwrepo-print-variables",
+        ],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    variables: dict[str, str] = {}
+    for line in shown.stdout.splitlines():
+        if line.startswith("HWREPO-VARIABLE "):
+            name, _, value = line.removeprefix("HWREPO-VARIABLE ").partition("=")
+            variables[name] = value.strip()
+    status["variables"] = variables
+    if shown.returncode != 0:
+        said = "\n".join((shown.stderr or shown.stdout).strip().splitlines()[-15:])
+        status["make_error"] = said or f"make exited {shown.returncode}"
+        raise MakeFailed(status["make_error"])
+    _say(f"make SIM={job['simulator']} in {directory}")
+    sys.stdout.flush()
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-f", makefile, f"SIM={job['simulator']}"],
+        cwd=directory,
+        env=env,
+        check=False,
+    )
+    return done.returncode
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] not in {"build", "test"}:
-        print("usage: python -m hwrepo_sim {build,test} JOB.json STATUS.json", file=sys.stderr)
+    if len(argv) != 3 or argv[0] not in {"build", "test", "run", "make"}:
+        print(
+            "usage: python -m hwrepo_sim {build,test,run,make} JOB.json STATUS.json",
+            file=sys.stderr,
+        )
         return 2
     step, job_file, status_file = argv
     start = time.monotonic()
@@ -203,9 +311,19 @@ def main(argv: list[str]) -> int:
         if step == "build":
             build(job)
             status["exit_code"] = 0
-        else:
+        elif step == "test":
             status["exit_code"] = test(job)
+        elif step == "run":
+            build(job["build"])
+            status["built"] = True
+            # said now: a run the sandbox stops during the tests writes no status
+            Path(job["build"]["build_dir"], "hwrepo-built").touch()
+            status["exit_code"] = test(job["test"])
+        else:
+            status["exit_code"] = make(job, status)
         status["ok"] = True
+    except MakeFailed as exc:
+        status["error"] = f"the Makefile does not evaluate: {exc}"
     except OutsideRevision as exc:
         status["outside"] = json.loads(str(exc))
         status["error"] = "the design names files outside the revision"

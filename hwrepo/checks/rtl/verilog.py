@@ -167,3 +167,16 @@ def describe_reference(what: str, path: str) -> str:
     """ "include outside the revision: /x/y" """
     kind = "include" if what == "include" else f"{what} file"
     return f"{kind} outside the revision: {path}"
+
+
+def defined_modules(text: str) -> list[str]:
+    """The modules a file defines."""
+    return _MODULE_RE.findall(strip_comments(text))
+
+
+def instantiates(text: str, module: str) -> bool:
+    """Whether `text` (comments stripped) instantiates `module`."""
+    return (
+        re.search(rf"(?<![\w.$`]){re.escape(module)}\s*(?:#\s*\(|[A-Za-z_]\w*\s*[(\[])", text)
+        is not None
+    )

@@ -39,6 +39,7 @@ symlinks pointing anywhere on the host, and files owned by the sandbox uid.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import os
@@ -131,7 +132,14 @@ class SandboxLimits:
     memory_bytes: int = 4 * 1024**3  # RLIMIT_AS per process (address space)
     file_size_bytes: int = 2 * 1024**3  # RLIMIT_FSIZE; also the size of the /tmp tmpfs
     processes: int = 512  # tasks (processes and threads) of the sandbox at once
-    output_bytes: int = 16 * 1024**2  # captured stdout+stderr; beyond it the step is killed
+    # Output is never a reason to stop a healthy step: of stdout+stderr, `output_bytes` are
+    # kept in memory (its first and last halves) and `log_bytes` written to the log, followed
+    # by its last `log_tail_bytes`, with a line saying how much was left out in between. Only
+    # a step printing more than `runaway_bytes` in all is killed ("output limit").
+    output_bytes: int = 16 * 1024**2
+    log_bytes: int = 256 * 1024**2
+    log_tail_bytes: int = 32 * 1024**2
+    runaway_bytes: int = 16 * 1024**3
 
 
 @dataclass
@@ -147,8 +155,9 @@ class SandboxResult:
     # the last lines of output: a Python MemoryError keeps exit_code 1 and says "memory limit".
     # "process limit" is also set when a fork failed at the limit but the step ended by itself.
     killed_reason: str | None
-    output: str  # stdout and stderr, interleaved, at most output_bytes (then a marker line)
+    output: str  # stdout and stderr, interleaved: the head and tail of at most output_bytes
     wall_s: float
+    output_total: int = 0  # bytes printed in all (more than kept when output was left out)
 
     @property
     def ok(self) -> bool:
@@ -654,6 +663,38 @@ def _signame(sig: int) -> str:
         return f"signal {sig}"
 
 
+class _Ring:
+    """The last `limit` bytes of a stream, kept as chunks."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        if self.limit <= 0 or not chunk:
+            return
+        if len(chunk) >= self.limit:
+            self.chunks.clear()
+            chunk = chunk[-self.limit :]
+            self.size = 0
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        while self.size - len(self.chunks[0]) >= self.limit:
+            self.size -= len(self.chunks.popleft())
+        if self.size > self.limit:  # trim the oldest chunk to the limit
+            first = self.chunks.popleft()
+            cut = self.size - self.limit
+            self.chunks.appendleft(first[cut:])
+            self.size -= cut
+
+    def get(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def last(self, n: int) -> bytes:
+        return self.get()[-n:]
+
+
 class _Log:
     """The optional log file, opened before the step runs (the step may later replace the path
     with a symlink; the open descriptor is not affected). A log inside a tree the sandbox could
@@ -815,9 +856,12 @@ def _supervise(
     sel = selectors.DefaultSelector()
     sel.register(out, selectors.EVENT_READ)
     deadline = start + limits.wall_s
-    captured = bytearray()
-    tail = bytearray()
-    truncated = False
+    head = bytearray()
+    tail = _Ring(max(limits.output_bytes // 2, _TAIL_BYTES))
+    log_tail = _Ring(limits.log_tail_bytes)
+    total = 0
+    logged = 0
+    truncated = False  # runaway: more than runaway_bytes
     reason: str | None = None
     timed_out = False
     eof = False
@@ -825,16 +869,28 @@ def _supervise(
     init: _Init | None = None
     next_count = start
     exited_at = 0.0
+    head_room = limits.output_bytes - limits.output_bytes // 2
 
     def take(chunk: bytes) -> None:
-        nonlocal truncated
-        tail.extend(chunk)
-        del tail[:-_TAIL_BYTES]
-        room = limits.output_bytes - len(captured)
-        if len(chunk) > room:
-            chunk, truncated = chunk[: max(room, 0)], True
-        captured.extend(chunk)
-        log.write(chunk)
+        nonlocal truncated, total, logged
+        total += len(chunk)
+        if len(head) < head_room:
+            keep = chunk[: head_room - len(head)]
+            head.extend(keep)
+            rest = chunk[len(keep) :]
+        else:
+            rest = chunk
+        if rest:
+            tail.add(rest)
+        if logged < limits.log_bytes:
+            part = chunk[: limits.log_bytes - logged]
+            log.write(part)
+            logged += len(part)
+            chunk = chunk[len(part) :]
+        if chunk:
+            log_tail.add(chunk)
+        if total > limits.runaway_bytes:
+            truncated = True
 
     try:
         while True:
@@ -849,7 +905,7 @@ def _supervise(
             if status is not None and (eof or now - exited_at > 1.0):
                 break  # the pipe has no writer left once the sandbox's PID 1 is gone
             if truncated:
-                reason = f"output limit ({limits.output_bytes} bytes)"
+                reason = f"output limit ({limits.runaway_bytes} bytes)"
                 break
             if now >= deadline:
                 timed_out, reason = True, f"wall-clock timeout ({limits.wall_s:g} s)"
@@ -900,19 +956,31 @@ def _supervise(
             break
         take(chunk)
     if truncated and reason is None:
-        reason = f"output limit ({limits.output_bytes} bytes)"
+        reason = f"output limit ({limits.runaway_bytes} bytes)"
 
     wall = time.monotonic() - start
     exit_code: int | None = None
     if reason is None:
-        exit_code, reason = _classify(status, bytes(tail))
+        exit_code, reason = _classify(status, tail.last(_TAIL_BYTES) or bytes(head[-_TAIL_BYTES:]))
     if reason is None and cgroup is not None and cgroup.limit_hit():
         reason = "process limit"  # a fork failed, though the step ended on its own
-    output = captured.decode("utf-8", errors="replace")
+    left_out = total - len(head) - tail.size
+    output = head.decode("utf-8", errors="replace")
+    if left_out > 0:
+        output += f"\n[... {left_out} bytes of output left out here ...]\n"
+    output += tail.get().decode("utf-8", errors="replace")
+    if log_tail.size:
+        skipped = total - logged - log_tail.size
+        if skipped > 0:
+            log.write(
+                f"\n[... the log is {total} bytes: {skipped} bytes left out here; "
+                "the step went on ...]\n".encode()
+            )
+        log.write(log_tail.get())
     if truncated:
         marker = (
-            f"\n[output truncated at {limits.output_bytes} bytes: output limit reached, "
-            "the step was killed]\n"
+            f"\n[output stopped after {total} bytes: more than {limits.runaway_bytes} bytes is "
+            "a runaway step, which was killed]\n"
         )
         output += marker
         log.write(marker.encode())
@@ -920,7 +988,7 @@ def _supervise(
     if reason is not None:
         state += f": {reason}"
     log.write(f"\n[{state} after {wall:.1f} s]\n\n".encode())
-    return SandboxResult(exit_code, timed_out, reason, output, wall)
+    return SandboxResult(exit_code, timed_out, reason, output, wall, total)
 
 
 class _Init:

@@ -102,8 +102,10 @@ from hwrepo.checks.simulation.environments import (
 )
 from hwrepo.checks.simulation.testbenches import (
     HDL_SUFFIXES,
+    MAKE_VARIABLES,
     FileSource,
     JobParams,
+    MakeJobParams,
     job_params,
     plan_testbenches,
 )
@@ -245,7 +247,7 @@ class SimulationKind(CheckKind):
 
     def run(self, job: Job, ws: Workspace, sandbox: Sandbox) -> CheckResult:
         try:
-            return self._run(job, ws, sandbox)
+            return _in_revision_words(self._run(job, ws, sandbox), ws)
         except Exception as exc:  # the worker must keep serving whatever happened here
             _write(ws.log, "".join(traceback.format_exception(exc)))
             return _errored(ws, f"the simulation job failed unexpectedly: {exc!r}", {})
@@ -254,17 +256,22 @@ class SimulationKind(CheckKind):
         started = time.monotonic()
         ws.create()
         log = ws.log
+        p: JobParams | MakeJobParams
         try:
-            p = JobParams.model_validate(job.params)
+            if job.params.get("flow") == "make":
+                p = MakeJobParams.model_validate(job.params)
+            else:
+                p = JobParams.model_validate(job.params)
         except ValidationError as exc:
             return _errored(ws, f"invalid job parameters: {exc}", {})
+        toplevel = p.toplevel if isinstance(p, JobParams) else None
         details: dict[str, Any] = {
             "tests": [],
             "counts": _counts([]),
             "simulator": p.simulator,
             "simulator_version": simulator_version(p.simulator),
             "cocotb_version": None,
-            "toplevel": p.toplevel,
+            "toplevel": toplevel,
             "seed": p.seed,
             "detected": p.detected,
             "environment": {},
@@ -273,7 +280,8 @@ class SimulationKind(CheckKind):
             "waves": None,
             "timings": {},
         }
-        _write(log, f"== {job.name}: {p.simulator}, toplevel {p.toplevel}, cocotb {p.cocotb}\n")
+        top = toplevel or "as the Makefile says"
+        _write(log, f"== {job.name}: {p.simulator}, toplevel {top}, cocotb {p.cocotb}\n")
         missing = self._simulator_missing(p.simulator)
         if missing is not None:
             return _errored(ws, missing, details)
@@ -309,29 +317,67 @@ class SimulationKind(CheckKind):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + job.timeout_s
 
-        # 2. the model
-        build = self._build(job, p, env, ws, run_dir, deadline, sandbox)
-        details["build"] = {
-            "cached": build.cached,
-            "key": build.key,
-            "seconds": round(build.seconds, 3),
-        }
-        details["timings"]["build_s"] = round(build.seconds, 3)
-        if build.sandbox:
-            details["sandbox"] = build.sandbox
-        if build.timed_out:
-            message = f"the build did not finish within the job's {job.timeout_s:g} s"
-            return _finish(
-                ws, "timed_out", f"timed out while building ({p.simulator})", details, message
-            )
-        if build.error is not None or build.directory is None:
-            return _errored(ws, build.error or "the build failed", details)
-
-        # 3. the tests
+        waves_name: str | None = None
         test_started = time.monotonic()
-        waves_format = _waves_format(p)
-        waves_name = f"waves.{waves_format}" if waves_format else None
-        step = self._test(p, env, ws, run_dir, build.directory, waves_name, deadline, sandbox)
+        if isinstance(p, MakeJobParams):
+            # 2+3. the project's own Makefile builds and tests
+            step = self._make(p, env, ws, run_dir, deadline, sandbox)
+            status = step.status or {}
+            variables = status.get("variables")
+            if isinstance(variables, dict):
+                details["detected"]["makefile_variables"] = variables
+                details["toplevel"] = variables.get("COCOTB_TOPLEVEL") or variables.get("TOPLEVEL")
+            if step.error is None and status.get("make_error"):
+                return _errored(
+                    ws, f"the Makefile does not evaluate: {status['make_error']}", details
+                )
+        elif p.simulator == "icarus":
+            # 2+3. the model and the tests, in one process
+            waves_format = _waves_format(p)
+            waves_name = f"waves.{waves_format}" if waves_format else None
+            step = self._build_and_test(p, env, ws, run_dir, waves_name, deadline, sandbox)
+            status = step.status or {}
+            details["build"] = {"cached": False, "key": None, "seconds": None}
+            if isinstance(status.get("outside"), list) and status["outside"]:
+                return _errored(ws, _outside_error(status["outside"]), details)
+            built = status.get("built") or (run_dir / "build" / "hwrepo-built").is_file()
+            if step.error is None and step.result is not None and not built:
+                if step.result.timed_out:
+                    message = f"the build did not finish within the job's {job.timeout_s:g} s"
+                    return _finish(
+                        ws, "timed_out", "timed out while building (icarus)", details, message
+                    )
+                return _errored(
+                    ws,
+                    _build_error(
+                        p.simulator, step.result, status, ws.src.resolve(), _searched_files(p)
+                    ),
+                    details,
+                )
+        else:
+            # 2. the model (cached: a Verilator build takes seconds to minutes)
+            build = self._build(job, p, env, ws, run_dir, deadline, sandbox)
+            details["build"] = {
+                "cached": build.cached,
+                "key": build.key,
+                "seconds": round(build.seconds, 3),
+            }
+            details["timings"]["build_s"] = round(build.seconds, 3)
+            if build.sandbox:
+                details["sandbox"] = build.sandbox
+            if build.timed_out:
+                message = f"the build did not finish within the job's {job.timeout_s:g} s"
+                return _finish(
+                    ws, "timed_out", f"timed out while building ({p.simulator})", details, message
+                )
+            if build.error is not None or build.directory is None:
+                return _errored(ws, build.error or "the build failed", details)
+
+            # 3. the tests
+            test_started = time.monotonic()
+            waves_format = _waves_format(p)
+            waves_name = f"waves.{waves_format}" if waves_format else None
+            step = self._test(p, env, ws, run_dir, build.directory, waves_name, deadline, sandbox)
         details["timings"]["test_s"] = round(time.monotonic() - test_started, 3)
         details["timings"]["total_s"] = round(time.monotonic() - started, 3)
         if step.error is not None:
@@ -345,6 +391,8 @@ class SimulationKind(CheckKind):
         have_xml = not _stopped(result) and take_file(run_dir / "results.xml", results_xml)
         if waves_name and take_file(run_dir / waves_name, ws.out / waves_name):
             details["waves"] = waves_name
+        elif isinstance(p, MakeJobParams):
+            details["waves"] = _make_waves(p, ws, details)
         status = step.status or {}
         if status.get("cocotb_version") and status["cocotb_version"] != "unknown":
             details["cocotb_version"] = status["cocotb_version"]
@@ -489,20 +537,7 @@ class SimulationKind(CheckKind):
         tmp = final.parent / f".build-{key[:16]}-{os.urandom(4).hex()}"
         tmp.mkdir()
         try:
-            description = {
-                "simulator": p.simulator,
-                "toplevel": p.toplevel,
-                "sources": [str(src / s) for s in p.sources],
-                "includes": [str(src / i) if i else str(src) for i in p.includes],
-                "defines": p.defines,
-                "parameters": p.parameters,
-                "timescale": list(p.timescale) if p.timescale else None,
-                "build_args": build_args,
-                "build_dir": str(tmp),
-                "waves": _waves_format(p),
-                "src": str(src),
-                "reference_scanner": str(REFERENCE_SCANNER),
-            }
+            description = _build_description(p, src, tmp, build_args)
             ro = [*env.dirs, SIM_DIR, src]
             root = verilator_root()
             if p.simulator == "verilator" and root is not None:
@@ -538,7 +573,7 @@ class SimulationKind(CheckKind):
                     key,
                     False,
                     seconds,
-                    _build_error(p.simulator, step.result, status, src),
+                    _build_error(p.simulator, step.result, status, src, _searched_files(p)),
                     sandbox=sandbox,
                 )
             seal_tree(tmp)
@@ -576,20 +611,7 @@ class SimulationKind(CheckKind):
     ) -> _Step:
         src = ws.src.resolve()
         _write(ws.log, f"== running {', '.join(p.test_modules)} on {p.simulator}\n")
-        description = {
-            "simulator": p.simulator,
-            "toplevel": p.toplevel,
-            "build_dir": str(build_dir),
-            "waves": _waves_format(p),
-            "test_modules": p.test_modules,
-            "test_dir": str(src / p.test_dir) if p.test_dir else str(src),
-            "python_path": [str(src / d) if d else str(src) for d in p.python_path],
-            "results_xml": str(run_dir / "results.xml"),
-            "waves_file": str(run_dir / waves_name) if waves_name else None,
-            "env": p.env,
-            "seed": p.seed,
-            "tests": p.tests,
-        }
+        description = _test_description(p, src, run_dir, build_dir, waves_name)
         remaining = max(MIN_STEP_S, deadline - time.monotonic())
         return self._sandbox_step(
             sandbox,
@@ -604,11 +626,86 @@ class SimulationKind(CheckKind):
             ws.log,
         )
 
+    def _build_and_test(
+        self,
+        p: JobParams,
+        env: PythonEnv,
+        ws: Workspace,
+        run_dir: Path,
+        waves_name: str | None,
+        deadline: float,
+        sandbox: Sandbox,
+    ) -> _Step:
+        """Icarus builds in a fraction of a second: the model is built and tested in one
+        sandboxed process, in the job's own directory (no model is shared between jobs)."""
+        src = ws.src.resolve()
+        build_dir = run_dir / "build"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        _write(ws.log, f"== building and running {', '.join(p.test_modules)} on icarus\n")
+        build_args = DEFAULT_BUILD_ARGS[p.simulator] + p.build_args
+        description = {
+            "build": _build_description(p, src, build_dir, build_args),
+            "test": _test_description(p, src, run_dir, build_dir, waves_name),
+        }
+        return self._sandbox_step(
+            sandbox,
+            "run",
+            env.python,
+            description,
+            run_dir,
+            self._step_env(env.path, run_dir, p.simulator),
+            [*env.dirs, SIM_DIR],
+            [src],
+            max(MIN_STEP_S, deadline - time.monotonic()),
+            ws.log,
+        )
+
+    def _make(
+        self,
+        p: MakeJobParams,
+        env: PythonEnv,
+        ws: Workspace,
+        run_dir: Path,
+        deadline: float,
+        sandbox: Sandbox,
+    ) -> _Step:
+        """The project's own Makefile, run by make in the sandbox (its `$(shell ...)` too)."""
+        src = ws.src.resolve()
+        directory = src / p.makefile_dir if p.makefile_dir else src
+        _write(ws.log, f"== make SIM={p.simulator} in {p.makefile_dir or '.'}\n")
+        description = {
+            "makefile_dir": str(directory),
+            "makefile": p.makefile,
+            "simulator": p.simulator,
+            "results_xml": str(run_dir / "results.xml"),
+            "bin_dir": str(run_dir / "bin"),
+            "variables": list(MAKE_VARIABLES),
+            "env": p.env,
+            "seed": p.seed,
+            "tests": p.tests,
+        }
+        ro = [*env.dirs, SIM_DIR]
+        root = verilator_root()
+        if p.simulator == "verilator" and root is not None:
+            ro.append(root.resolve())
+        return self._sandbox_step(
+            sandbox,
+            "make",
+            env.python,
+            description,
+            run_dir,
+            self._step_env(env.path, run_dir, p.simulator),
+            ro,
+            [src],
+            max(MIN_STEP_S, deadline - time.monotonic()),
+            ws.log,
+        )
+
     # ------------------------------------------------------------------------- verdicts
 
     def _judge(
         self,
-        p: JobParams,
+        p: JobParams | MakeJobParams,
         ws: Workspace,
         result: SandboxResult,
         status: dict[str, Any],
@@ -680,6 +777,61 @@ class SimulationKind(CheckKind):
 # ----------------------------------------------------------------------------- helpers
 
 
+def _make_waves(p: MakeJobParams, ws: Workspace, details: dict[str, Any]) -> str | None:
+    """The waveform a Makefile flow recorded (WAVES=1: cocotb's makefiles write it into
+    SIM_BUILD), taken as an artifact."""
+    variables = details["detected"].get("makefile_variables") or {}
+    if variables.get("WAVES") != "1":
+        return None
+    base = ws.src.resolve() / p.makefile_dir
+    build = base / (variables.get("SIM_BUILD") or "sim_build")
+    if not build.resolve().is_relative_to(ws.src.resolve()):
+        return None
+    for pattern, name in (("*.fst", "waves.fst"), ("*.vcd", "waves.vcd")):
+        found = sorted(build.glob(pattern))
+        if found and take_file(found[0], ws.out / name):
+            return name
+    return None
+
+
+def _build_description(
+    p: JobParams, src: Path, build_dir: Path, build_args: list[str]
+) -> dict[str, Any]:
+    return {
+        "simulator": p.simulator,
+        "toplevel": p.toplevel,
+        "sources": [str(src / s) for s in p.sources],
+        "includes": [str(src / i) if i else str(src) for i in p.includes],
+        "defines": p.defines,
+        "parameters": p.parameters,
+        "timescale": list(p.timescale) if p.timescale else None,
+        "build_args": build_args,
+        "build_dir": str(build_dir),
+        "waves": _waves_format(p),
+        "src": str(src),
+        "reference_scanner": str(REFERENCE_SCANNER),
+    }
+
+
+def _test_description(
+    p: JobParams, src: Path, run_dir: Path, build_dir: Path, waves_name: str | None
+) -> dict[str, Any]:
+    return {
+        "simulator": p.simulator,
+        "toplevel": p.toplevel,
+        "build_dir": str(build_dir),
+        "waves": _waves_format(p),
+        "test_modules": p.test_modules,
+        "test_dir": str(src / p.test_dir) if p.test_dir else str(src),
+        "python_path": [str(src / d) if d else str(src) for d in p.python_path],
+        "results_xml": str(run_dir / "results.xml"),
+        "waves_file": str(run_dir / waves_name) if waves_name else None,
+        "env": p.env,
+        "seed": p.seed,
+        "tests": p.tests,
+    }
+
+
 def _write(log: Path, text: str) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a", encoding="utf-8") as fh:
@@ -692,6 +844,56 @@ def _waves_format(p: JobParams) -> str | None:
     if p.simulator == "verilator" and not verilator_fst_supported():
         return "vcd"
     return "fst"
+
+
+# Names cocotb 2 removed or moved, which testbenches written for cocotb 1 still import.
+_COCOTB2_REMOVED = ("BaseClock", "fork", "coroutine", "external", "function", "BinaryValue")
+_IMPORT_ERROR = re.compile(
+    r"cannot import name '(\w+)' from '(cocotb[\w.]*)'|No module named '(cocotb\.binary)'"
+)
+
+
+def _in_revision_words(result: CheckResult, ws: Workspace) -> CheckResult:
+    """What the check says, with the worker's own paths put in the revision's words: the job's
+    files as revision paths, environments by name; and a hint where a testbench needs an
+    older cocotb."""
+    src = str(ws.src.resolve())
+    envs = re.compile(re.escape(str(ws.cache.resolve())) + r"/(?:envs/)?([^/\s'\"]+)")
+    job = str(ws.root.resolve())
+
+    def words(text: str) -> str:
+        text = text.replace(src + "/", "").replace(src, ".")
+        text = envs.sub(lambda m: f"<environment {m.group(1)}>", text)
+        return text.replace(job + "/", "<job>/")
+
+    result.summary = words(result.summary)
+    d = result.details
+    if isinstance(d.get("message"), str):
+        d["message"] = words(d["message"])
+        hint = _cocotb_hint(d["message"], str(d.get("cocotb_version") or ""))
+        if hint:
+            d["message"] += "\n" + hint
+            d["hint"] = hint
+    for t in d.get("tests") or []:
+        for key in ("message", "traceback"):
+            if isinstance(t.get(key), str):
+                t[key] = words(t[key])
+    variables = (d.get("detected") or {}).get("makefile_variables")
+    if isinstance(variables, dict):
+        d["detected"]["makefile_variables"] = {k: words(str(v)) for k, v in variables.items()}
+    return result
+
+
+def _cocotb_hint(message: str, cocotb_version: str) -> str | None:
+    m = _IMPORT_ERROR.search(message)
+    name = m and (m.group(1) or m.group(3))
+    if m and cocotb_version.startswith("2") and (name in _COCOTB2_REMOVED or m.group(3)):
+        return (
+            f"hint: cocotb {cocotb_version} has no {name} any more; a testbench written for "
+            'cocotb 1 runs with cocotb = "1.9" in a [[testbench]] of hwrepo.toml (or a '
+            "`cocotb~=1.9` line in its requirements.txt)"
+        )
+    return None
 
 
 def _relative_paths(tests: list[TestVerdict], src: Path) -> None:
@@ -768,6 +970,12 @@ def _errored(ws: Workspace, message: str, details: dict[str, Any]) -> CheckResul
     return _finish(ws, "errored", summary[:300], details, message)
 
 
+def _searched_files(p: JobParams) -> list[str]:
+    """Where the planner looked for modules (every Verilog file of the revision)."""
+    searched = p.detected.get("searched")
+    return [str(f) for f in searched] if isinstance(searched, list) else list(p.sources)
+
+
 def _outside_error(found: list[Any]) -> str:
     """ "include outside the revision: /x/y (rtl/leak.v:1)", one per line."""
     lines = []
@@ -780,7 +988,13 @@ def _outside_error(found: list[Any]) -> str:
     )
 
 
-def _build_error(simulator: str, result: SandboxResult, status: dict[str, Any], src: Path) -> str:
+def _build_error(
+    simulator: str,
+    result: SandboxResult,
+    status: dict[str, Any],
+    src: Path,
+    searched: list[str] | None = None,
+) -> str:
     if result.killed_reason:
         return f"the {simulator} build was stopped by the sandbox: {result.killed_reason}"
     lines = result.output.splitlines()
@@ -797,7 +1011,28 @@ def _build_error(simulator: str, result: SandboxResult, status: dict[str, Any], 
     picked = [ln.replace(f"{src}/", "") for ln in picked[:20]]
     if not picked:
         picked = [status.get("error") or "see the log"]
-    return f"the {simulator} build failed: " + "\n".join(picked)
+    text = f"the {simulator} build failed: " + "\n".join(picked)
+    missing = sorted(set(_UNKNOWN_MODULE.findall(result.output)))
+    searched = searched or []
+    if missing:
+        names = ", ".join(m for pair in missing for m in pair if m)
+        text += (
+            f"\nmodule {names} is instantiated but defined in no file of the revision "
+            f"(searched every .v and .sv file{_searched(searched)})"
+        )
+    return text
+
+
+_UNKNOWN_MODULE = re.compile(
+    r"Unknown module type: (\w+)|Cannot find file containing module: '(\w+)'"
+)
+
+
+def _searched(files: list[str]) -> str:
+    if not files:
+        return ""
+    shown = ", ".join(files[:20]) + (f" and {len(files) - 20} more" if len(files) > 20 else "")
+    return f": {shown}"
 
 
 def _no_results_reason(output: str, status: dict[str, Any], result: SandboxResult) -> str:

@@ -63,7 +63,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -77,6 +77,7 @@ from hwrepo.checks.core.manifest import (
     DEFAULT_COCOTB,
     DEFAULT_TIMEOUT_S,
     MANIFEST,
+    SIMULATORS,
     DesignConfig,
     Manifest,
     ManifestError,
@@ -87,7 +88,13 @@ from hwrepo.checks.core.manifest import (
     resolve_cocotb_release,
 )
 from hwrepo.checks.core.paths import glob_regex
-from hwrepo.checks.rtl.verilog import roots, scan_hierarchy, strip_comments
+from hwrepo.checks.rtl.verilog import (
+    defined_modules,
+    instantiates,
+    roots,
+    scan_hierarchy,
+    strip_comments,
+)
 
 DEFAULT_TIMESCALE = ("1ns", "1ps")
 SOURCE_SUFFIXES = (".v", ".sv")
@@ -98,7 +105,39 @@ DATA_SUFFIXES = (".hex", ".mem", ".bin", ".dat", ".mif", ".coe", ".txt")
 MAX_SCAN_BYTES = 1024 * 1024
 IGNORED_PARTS = {"__pycache__", ".git", ".venv", "venv", "site-packages", "node_modules"}
 
-_TEST_RE = re.compile(r"^\s*@cocotb\.test\b", re.MULTILINE)
+# How tests are made: the decorator (with or without arguments, as `cocotb.test` or imported
+# as `test`), `cocotb.parametrize`, `TestFactory(...).generate_tests()`.
+_TEST_RE = re.compile(
+    r"^\s*@(?:cocotb\.)?(?:test|parametrize)\b|\bTestFactory\s*\(|\.generate_tests\s*\(",
+    re.MULTILINE,
+)
+_IMPORTS_COCOTB = re.compile(r"^\s*(?:import\s+cocotb\b|from\s+cocotb(?:\.\w+)*\s+import\b)", re.M)
+MAKEFILES = ("Makefile", "makefile", "GNUmakefile")
+_COCOTB_MAKEFILE = re.compile(r"^\s*-?include\s+.*Makefile\.sim\b", re.MULTILINE)
+_MAKE_VAR = r"^\s*(?:export\s+|override\s+)?{name}\s*(?:\?|:|::|\+)?=\s*(.*?)\s*$"
+# What a Makefile's variables decide, shown in `detected` as make evaluated them.
+MAKE_VARIABLES = (
+    "SIM",
+    "TOPLEVEL_LANG",
+    "VERILOG_SOURCES",
+    "VHDL_SOURCES",
+    "TOPLEVEL",
+    "COCOTB_TOPLEVEL",
+    "MODULE",
+    "COCOTB_TEST_MODULES",
+    "COMPILE_ARGS",
+    "EXTRA_ARGS",
+    "SIM_ARGS",
+    "PLUSARGS",
+    "COCOTB_PLUSARGS",
+    "COCOTB_HDL_TIMEUNIT",
+    "COCOTB_HDL_TIMEPRECISION",
+    "WAVES",
+    "FST",
+    "TESTCASE",
+    "COCOTB_TEST_FILTER",
+    "SIM_BUILD",
+)
 _TIMESCALE_RE = re.compile(r"^\s*`timescale\b", re.MULTILINE)
 _INCLUDE_RE = re.compile(r'`include\s+"([^"]+)"')
 _MAKEFILE_TOP_RE = re.compile(r"^\s*(?:COCOTB_)?TOPLEVEL\s*[:?+]?=\s*(\w+)", re.MULTILINE)
@@ -256,6 +295,99 @@ def find_test_files(revision: FileSource, directory: str = "") -> list[str]:
         if text is not None and _TEST_RE.search(text):
             found.append(path)
     return found
+
+
+def find_cocotb_makefiles(revision: FileSource) -> list[str]:
+    """Makefiles that include cocotb's Makefile.sim (directly or through cocotb-config)."""
+    found = []
+    for path in revision.paths:
+        if PurePosixPath(path).name in MAKEFILES and not _ignored(path):
+            text = revision.text(path)
+            if text is not None and _COCOTB_MAKEFILE.search(text):
+                found.append(path)
+    return found
+
+
+def make_variable(text: str, name: str) -> str | None:
+    """A variable's value as last written in a Makefile's own text (not evaluated: planning
+    runs no make), e.g. `SIM ?= verilator`."""
+    values = re.findall(_MAKE_VAR.format(name=re.escape(name)), text, re.MULTILINE)
+    return values[-1].split("#", 1)[0].strip() if values else None
+
+
+def resolve_makefile(
+    revision: FileSource, makefile: str, bench: TestbenchConfig | None, manifest: str | None
+) -> Testbench:
+    """A testbench driven by a project's own cocotb Makefile: make decides the sources, the
+    toplevel, the modules and the arguments, in the sandbox; only the simulator, the Python
+    environment and the time limit are planned here."""
+    directory = _parent(makefile)
+    text = revision.text(makefile) or ""
+    detected: dict[str, Any] = {
+        "manifest": manifest is not None,
+        "flow": "make",
+        "makefile": makefile,
+        "design_dir": directory or ".",
+        "makefile_as_written": {
+            k: v
+            for k in ("SIM", "TOPLEVEL", "COCOTB_TOPLEVEL", "MODULE", "COCOTB_TEST_MODULES")
+            if (v := make_variable(text, k)) is not None
+        },
+    }
+    written_sim = make_variable(text, "SIM")
+    if bench is not None and "simulators" in bench.model_fields_set:
+        simulators = list(bench.simulators)
+        detected["simulators_reason"] = "listed in hwrepo.toml"
+    elif written_sim in SIMULATORS:
+        simulators = [written_sim]
+        detected["simulators_reason"] = f"{makefile} sets SIM {written_sim!r}"
+    else:
+        simulators = ["icarus"]
+        reason = "default (Icarus)"
+        if written_sim:
+            reason += f"; {makefile} names SIM {written_sim!r}, which hwrepo does not run"
+        detected["simulators_reason"] = reason
+    detected["simulators"] = simulators
+    req_file = None
+    for candidate in (
+        _join(directory, "requirements.txt"),
+        _join(_parent(directory), "requirements.txt"),
+    ):
+        if candidate in revision.paths:
+            req_file = candidate
+            break
+    reqs: list[str] = []
+    release, release_why = None, None
+    if req_file is not None:
+        reqs, release, release_why = _requirements_from_file(revision, req_file)
+        detected["requirements_file"] = req_file
+    if bench is not None:
+        reqs += bench.requirements
+        if bench.cocotb is not None:
+            release, release_why = resolve_cocotb_release(bench.cocotb), "asked in hwrepo.toml"
+    if release is None:
+        release, release_why = DEFAULT_COCOTB, f"default (cocotb {DEFAULT_COCOTB})"
+    reqs = normalise_requirements(reqs)
+    detected.update(requirements=reqs, cocotb=release, cocotb_reason=release_why)
+    params: dict[str, Any] = {
+        "flow": "make",
+        "makefile_dir": directory,
+        "makefile": PurePosixPath(makefile).name,
+        "requirements": reqs,
+        "cocotb": release,
+        "env": dict(bench.env) if bench else {},
+        "seed": bench.seed if bench else None,
+        "tests": list(bench.tests) if bench else [],
+    }
+    return Testbench(
+        name=bench.name if bench is not None and bench.name else makefile,
+        design_dir=directory,
+        simulators=simulators,
+        params=params,
+        inputs=list(revision.paths),  # a Makefile may reach any file of the revision
+        timeout_s=bench.timeout if bench else DEFAULT_TIMEOUT_S,
+        detected=detected,
+    )
 
 
 def design_dir_for(revision: FileSource, test_file: str, bound: str | None) -> str | None:
@@ -459,6 +591,17 @@ def resolve_testbench(
         detected["sources_reason"] = reason
     if not sources:
         raise ConfigError(f"{first}: no Verilog sources found for this testbench")
+    if design.sources is None:
+        detected["searched"] = [
+            f for f in revision.paths if f.endswith(SOURCE_SUFFIXES) and not _ignored(f)
+        ][:200]
+        found_elsewhere = modules_elsewhere(revision, sources)
+        if found_elsewhere:
+            sources += [f for _, f in found_elsewhere]
+            detected["found_elsewhere"] = [
+                {"module": m, "file": f, "why": "instantiated by the sources, defined here"}
+                for m, f in found_elsewhere
+            ]
     detected["sources"] = sources
 
     # Include directories
@@ -474,6 +617,9 @@ def resolve_testbench(
             }
         )
         detected["includes_reason"] = "every directory holding HDL files"
+    for found in detected.get("found_elsewhere", []):
+        if _parent(found["file"]) not in includes:
+            includes.append(_parent(found["file"]))
     detected["includes"] = includes
 
     defines = {k: _hdl_value(v) for k, v in design.defines.items()}
@@ -604,6 +750,32 @@ def resolve_testbench(
     )
 
 
+def modules_elsewhere(revision: FileSource, sources: list[str]) -> list[tuple[str, str]]:
+    """(module, file) for the modules the sources instantiate that are defined only outside
+    them, elsewhere in the revision (e.g. `src/` beside a testbench's own `test/tb.v`), and
+    what those modules instantiate in turn."""
+    defined_in: dict[str, str] = {}
+    for path in revision.paths:
+        if path.endswith(SOURCE_SUFFIXES) and not _ignored(path) and path not in sources:
+            for module in defined_modules(revision.text(path) or ""):
+                defined_in.setdefault(module, path)
+    have = {m for s in sources for m in defined_modules(revision.text(s) or "")}
+    texts = [strip_comments(revision.text(s) or "") for s in sources]
+    found: list[tuple[str, str]] = []
+    changed = True
+    while changed:
+        changed = False
+        for module, path in sorted(defined_in.items()):
+            if module in have or any(path == f for _, f in found):
+                continue
+            if any(instantiates(t, module) for t in texts):
+                found.append((module, path))
+                have.update(defined_modules(revision.text(path) or ""))
+                texts.append(strip_comments(revision.text(path) or ""))
+                changed = True
+    return found
+
+
 def _include_files(revision: FileSource, includes: list[str]) -> list[str]:
     return [
         p
@@ -659,11 +831,27 @@ def plan_testbenches(revision: FileSource) -> list[PlanItem]:
                 continue
             items.append(PlanItem(name=tb.name, testbench=tb))
 
-    # Detected testbenches (under a manifest without [[testbench]], or under none)
+    # Projects' own cocotb Makefiles (unless a manifest names the testbenches of their tree)
     bad_manifests = {_parent(m) for m in manifests if _parent(m) not in configs}
+    make_dirs: set[str] = set()
+    for makefile in find_cocotb_makefiles(revision):
+        directory = owner(makefile)
+        manifest = configs.get(directory) if directory is not None else None
+        if directory in bad_manifests or (manifest is not None and manifest.testbench):
+            continue
+        make_dirs.add(_parent(makefile))
+        mpath = _join(directory, MANIFEST) if directory is not None and manifest else None
+        try:
+            tb = resolve_makefile(revision, makefile, None, mpath)
+        except (ConfigError, ValueError) as exc:
+            items.append(PlanItem(name=makefile, error=str(exc), detected={"flow": "make"}))
+            continue
+        items.append(PlanItem(name=tb.name, testbench=tb))
+
+    # Detected testbenches (under a manifest without [[testbench]], or under none)
     for test_file in find_test_files(revision):
         directory = owner(test_file)
-        if directory in bad_manifests:
+        if directory in bad_manifests or _parent(test_file) in make_dirs:
             continue
         manifest = configs.get(directory) if directory is not None else None
         if manifest is not None and manifest.testbench:
@@ -688,11 +876,73 @@ def plan_testbenches(revision: FileSource) -> list[PlanItem]:
             items.append(PlanItem(name=test_file, error=str(exc), detected={"manifest": False}))
             continue
         items.append(PlanItem(name=tb.name, testbench=tb))
+    items += unplanned_cocotb_files(revision, items, bad_manifests)
     return items
+
+
+def unplanned_cocotb_files(
+    revision: FileSource, items: list[PlanItem], skipped_dirs: set[str]
+) -> list[PlanItem]:
+    """Python files that import cocotb in a directory no testbench covers: never a silent
+    green. A helper module beside (or below) a planned testbench is covered by it."""
+    covered: set[str] = set()
+    for item in items:
+        if item.testbench is not None:
+            covered.add(item.testbench.design_dir)
+            covered.update(item.testbench.params.get("python_path") or [])
+            covered.add(item.testbench.params.get("test_dir") or item.testbench.design_dir)
+        elif item.error is not None:
+            covered.add(_parent(item.name))  # already reported, with its own reason
+    errors = []
+    for path in revision.paths:
+        if not path.endswith(".py") or _ignored(path):
+            continue
+        here = _parent(path)
+        if any(here == d or here.startswith(d + "/") for d in covered if d) or "" in covered:
+            continue
+        if any(here == d or here.startswith(d + "/") for d in skipped_dirs if d):
+            continue
+        text = revision.text(path) or ""
+        if not _IMPORTS_COCOTB.search(text):
+            continue
+        errors.append(
+            PlanItem(
+                name=path,
+                error=(
+                    f"{path} imports cocotb, but no cocotb test was found in it or beside it "
+                    "(tests are made with @cocotb.test, cocotb.parametrize or "
+                    "TestFactory(...).generate_tests(), or named by a Makefile that includes "
+                    "cocotb's Makefile.sim); name its tests in a [[testbench]] of hwrepo.toml"
+                ),
+                detected={"manifest": False, "unplanned": True},
+            )
+        )
+    return errors
+
+
+class MakeJobParams(BaseModel):
+    """What `run()` needs for a testbench driven by the project's own Makefile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flow: Literal["make"]
+    simulator: Simulator
+    makefile_dir: str
+    makefile: str
+    requirements: list[str] = Field(default_factory=list)
+    cocotb: str = DEFAULT_COCOTB
+    env: dict[str, str] = Field(default_factory=dict)
+    seed: int | None = None
+    tests: list[str] = Field(default_factory=list)
+    detected: dict[str, Any] = Field(default_factory=dict)
 
 
 def job_params(tb: Testbench, simulator: str) -> dict[str, Any]:
     """The JSON params of the job running `tb` on `simulator` (validated by JobParams)."""
+    if tb.params.get("flow") == "make":
+        made = {**tb.params, "simulator": simulator}
+        made["detected"] = {**tb.detected, "simulator": simulator}
+        return MakeJobParams.model_validate(made).model_dump(mode="json")
     params = {k: v for k, v in tb.params.items() if k != "build_args_by_simulator"}
     params["simulator"] = simulator
     params["build_args"] = list(tb.params["build_args_by_simulator"].get(simulator, []))
