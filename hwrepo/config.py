@@ -90,7 +90,9 @@ class Settings(BaseSettings):
 
     # Check workers (`hwrepo worker`; `hwrepo up` starts `workers` of them).
     workers: int = 1
-    worker_concurrency: int = 1  # jobs one worker process runs at once
+    # jobs one worker process runs at once; None: as many as the machine has cores, and no more
+    # than its memory holds at a sandbox's memory limit each (`default_concurrency`)
+    worker_concurrency: int | None = None
     worker_kinds: list[str] | None = None  # None: every kind this machine can run
     job_max_attempts: int = 3  # deliveries of a job before it ends errored
     job_ack_wait_s: float = 60.0  # a job whose worker went silent this long is redelivered
@@ -228,3 +230,14 @@ def load_secrets(data_dir: Path) -> dict[str, str]:
 def load_settings(**overrides: Any) -> Settings:
     clean = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**clean)
+
+
+def default_concurrency(per_job_bytes: int = 4 * 1024**3) -> int:
+    """As many jobs at once as the machine has cores, and no more than its memory holds at
+    `per_job_bytes` each (a sandbox's default memory limit)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        pages = per_job_bytes
+    return max(1, min(cores or 1, pages // per_job_bytes))

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from hwrepo.config import Settings, load_settings
+from hwrepo.config import Settings, default_concurrency, load_settings
 from hwrepo.domain.errors import HwrepoError
 from hwrepo.entrypoints import embedded
 from hwrepo.service_layer import bootstrap
@@ -136,7 +136,7 @@ def worker(
     chosen = kinds.split(",") if kinds else settings.worker_kinds
     options = WorkerOptions(
         kinds=chosen,
-        concurrency=concurrency or settings.worker_concurrency,
+        concurrency=concurrency or settings.worker_concurrency or default_concurrency(),
         max_attempts=settings.job_max_attempts,
         plan=plan,
         cancel_superseded=settings.cancel_superseded,

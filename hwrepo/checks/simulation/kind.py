@@ -137,7 +137,7 @@ class TestVerdict:
     name: str
     module: str
     simulator: str
-    status: str  # passed | failed | skipped | errored
+    status: str  # passed | failed | skipped | errored | not_run (the run stopped before it)
     sim_time_ns: float | None = None
     wall_s: float | None = None
     message: str | None = None
@@ -318,6 +318,7 @@ class SimulationKind(CheckKind):
         deadline = time.monotonic() + job.timeout_s
 
         waves_name: str | None = None
+        model_dir: Path | None = None
         test_started = time.monotonic()
         if isinstance(p, MakeJobParams):
             # 2+3. the project's own Makefile builds and tests
@@ -336,6 +337,7 @@ class SimulationKind(CheckKind):
             waves_format = _waves_format(p)
             waves_name = f"waves.{waves_format}" if waves_format else None
             step = self._build_and_test(p, env, ws, run_dir, waves_name, deadline, sandbox)
+            model_dir = run_dir / "build"
             status = step.status or {}
             details["build"] = {"cached": False, "key": None, "seconds": None}
             if isinstance(status.get("outside"), list) and status["outside"]:
@@ -398,8 +400,18 @@ class SimulationKind(CheckKind):
             details["cocotb_version"] = status["cocotb_version"]
 
         # 4. the verdicts
+        discovered: list[str] = []
+        if _stopped(result) and isinstance(p, JobParams) and model_dir is not None:
+            discovered = self._list_tests(p, env, ws, run_dir, model_dir, sandbox)
         return self._judge(
-            p, ws, result, status, results_xml if have_xml else None, details, job.timeout_s
+            p,
+            ws,
+            result,
+            status,
+            results_xml if have_xml else None,
+            details,
+            job.timeout_s,
+            discovered,
         )
 
     # ------------------------------------------------------------------------- steps
@@ -626,6 +638,45 @@ class SimulationKind(CheckKind):
             ws.log,
         )
 
+    def _list_tests(
+        self,
+        p: JobParams,
+        env: PythonEnv,
+        ws: Workspace,
+        run_dir: Path,
+        model_dir: Path,
+        sandbox: Sandbox,
+    ) -> list[str]:
+        """The tests cocotb discovers (COCOTB_LIST_TESTS, cocotb 2), for a run that stopped
+        early: those after the stop are then listed as not run."""
+        if not str(env.cocotb_version).startswith("2"):
+            return []
+        listing = p.model_copy(update={"env": {**p.env, "COCOTB_LIST_TESTS": "1"}})
+        description = _test_description(listing, ws.src.resolve(), run_dir, model_dir, None)
+        description["results_xml"] = str(run_dir / "listing.xml")
+        step = self._sandbox_step(
+            sandbox,
+            "test",
+            env.python,
+            description,
+            run_dir,
+            self._step_env(env.path, run_dir, p.simulator),
+            [*env.dirs, SIM_DIR, model_dir],
+            [ws.src.resolve()],
+            60.0,
+            run_dir / "listing.log",
+        )
+        if step.result is None:
+            return []
+        modules = set(p.test_modules)
+        return [
+            line.strip()
+            for line in step.result.output.splitlines()
+            if "." in line.strip()
+            and " " not in line.strip()
+            and line.strip().rpartition(".")[0] in modules
+        ]
+
     def _build_and_test(
         self,
         p: JobParams,
@@ -712,6 +763,7 @@ class SimulationKind(CheckKind):
         results_xml: Path | None,
         details: dict[str, Any],
         job_timeout_s: float,
+        discovered: list[str] | None = None,
     ) -> CheckResult:
         output = result.output
         seed = _seed_from_log(output)
@@ -731,9 +783,13 @@ class SimulationKind(CheckKind):
                     if result.timed_out
                     else f"stopped by the sandbox: {result.killed_reason}"
                 )
+            where = f" in {blamed.name}" if blamed is not None else ""
+            tests += _not_run(tests, discovered or [], p.simulator, where)
             details["tests"] = [t.as_dict() for t in tests]
             details["counts"] = _counts(tests)
-            where = f" in {blamed.name}" if blamed is not None else ""
+            total = _total_from_log(output)
+            if total is not None and total > len(tests):
+                details["not_run"] = total - sum(1 for t in tests if t.status != "not_run")
             if result.timed_out:
                 message = (
                     f"the simulation did not finish within the job's time limit of "
@@ -924,8 +980,7 @@ def _sandbox_details(result: SandboxResult) -> dict[str, Any]:
 def _counts(tests: list[TestVerdict]) -> dict[str, int]:
     counts = {"passed": 0, "failed": 0, "skipped": 0, "errored": 0}
     for t in tests:
-        if t.status in counts:
-            counts[t.status] += 1
+        counts[t.status] = counts.get(t.status, 0) + 1
     return counts
 
 
@@ -1101,6 +1156,27 @@ def _tests_from_log(output: str, simulator: str, seed: int | None) -> list[TestV
             verdict = tests.setdefault(name, TestVerdict(name, module, simulator, "running"))
             verdict.status = done.group(2)
     return list(tests.values())
+
+
+def _total_from_log(output: str) -> int | None:
+    """How many tests cocotb was going to run ("running x (3/27)")."""
+    found = re.findall(r"running \S+ \(\d+/(\d+)\)", output)
+    return int(found[-1]) if found else None
+
+
+def _not_run(
+    tests: list[TestVerdict], discovered: list[str], simulator: str, where: str
+) -> list[TestVerdict]:
+    """The discovered tests the run never got to, in their order."""
+    seen = {t.name for t in tests}
+    missing = []
+    for fullname in discovered:
+        module, name = _split_test(fullname)
+        if name not in seen:
+            seen.add(name)
+            message = f"not run: the run stopped{where}"
+            missing.append(TestVerdict(name, module, simulator, "not_run", message=message))
+    return missing
 
 
 def _split_test(fullname: str) -> tuple[str, str]:
