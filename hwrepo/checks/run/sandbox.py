@@ -137,7 +137,7 @@ class SandboxLimits:
     # by its last `log_tail_bytes`, with a line saying how much was left out in between. Only
     # a step printing more than `runaway_bytes` in all is killed ("output limit").
     output_bytes: int = 16 * 1024**2
-    log_bytes: int = 256 * 1024**2
+    log_bytes: int = 96 * 1024**2
     log_tail_bytes: int = 32 * 1024**2
     runaway_bytes: int = 16 * 1024**3
 

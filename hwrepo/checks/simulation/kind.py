@@ -74,7 +74,7 @@ from hwrepo.checks.core.kind import (
 )
 from hwrepo.checks.rtl import verilog
 from hwrepo.checks.rtl.verilog import describe_reference
-from hwrepo.checks.run.installed import verilator_root
+from hwrepo.checks.run.installed import verilator_root, verilator_version
 from hwrepo.checks.run.runner import Sandbox, SandboxUnavailable
 from hwrepo.checks.run.sandbox import (
     SYSTEM_PATH,
@@ -731,6 +731,7 @@ class SimulationKind(CheckKind):
             "results_xml": str(run_dir / "results.xml"),
             "bin_dir": str(run_dir / "bin"),
             "variables": list(MAKE_VARIABLES),
+            "verilator_version": verilator_version() if p.simulator == "verilator" else None,
             "env": p.env,
             "seed": p.seed,
             "tests": p.tests,
@@ -803,6 +804,9 @@ class SimulationKind(CheckKind):
 
         if results_xml is None:
             message = _no_results_reason(output, status, result)
+            if isinstance(p, MakeJobParams) and status.get("exit_code") not in (0, None):
+                said = _build_error(p.simulator, result, status, ws.src.resolve())
+                message = f"make stopped before cocotb wrote results: {said}"
             return _finish(ws, "errored", f"{message} ({p.simulator})", details, message)
         try:
             tests = _tests_from_xml(results_xml, p.simulator, output, seed)
