@@ -35,7 +35,15 @@ def user_document(user: User) -> dict[str, Any]:
         "created": user.created.isoformat(),
         # Tokens are kept as SHA-256 digests of 256-bit random secrets, never in clear.
         "tokens": [
-            {"id": t.id, "name": t.name, "sha256": t.sha256, "created": t.created.isoformat()}
+            {
+                "id": t.id,
+                "name": t.name,
+                "sha256": t.sha256,
+                "created": t.created.isoformat(),
+                "scope": t.scope,
+                "expires": t.expires.isoformat() if t.expires else None,
+                "revoked": t.revoked.isoformat() if t.revoked else None,
+            }
             for t in user.tokens
         ],
     }
@@ -48,7 +56,15 @@ def user_from_document(doc: dict[str, Any]) -> User:
         admin=bool(doc["admin"]),
         created=_time(doc["created"]),
         tokens=[
-            Token(id=t["id"], name=t["name"], sha256=t["sha256"], created=_time(t["created"]))
+            Token(
+                id=t["id"],
+                name=t["name"],
+                sha256=t["sha256"],
+                created=_time(t["created"]),
+                scope=t.get("scope") or "write",
+                expires=_time(t["expires"]) if t.get("expires") else None,
+                revoked=_time(t["revoked"]) if t.get("revoked") else None,
+            )
             for t in doc.get("tokens", [])
         ],
     )

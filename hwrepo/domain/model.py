@@ -80,6 +80,20 @@ class Token:
     name: str
     sha256: str
     created: datetime
+    scope: str = "write"  # read: GET only; write: everything the user may do; checks: report
+    expires: datetime | None = None  # external checks only
+    revoked: datetime | None = None
+
+    def problem(self, now: datetime) -> str | None:
+        """Why the token cannot be used now, or None."""
+        if self.revoked is not None:
+            return f"the API token {self.name!r} was revoked on {self.revoked:%Y-%m-%d %H:%M} UTC"
+        if self.expires is not None and now >= self.expires:
+            return f"the API token {self.name!r} expired on {self.expires:%Y-%m-%d %H:%M} UTC"
+        return None
+
+
+TOKEN_SCOPES = ("read", "write", "checks")
 
 
 @dataclass

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from hwrepo.adapters.objectstore import user_key
 from hwrepo.domain.documents import user_document
-from hwrepo.domain.errors import Conflict, NotFound
-from hwrepo.domain.model import Token, User, check_name, utcnow
+from hwrepo.domain.errors import Conflict, Invalid, NotFound, Unauthenticated
+from hwrepo.domain.model import TOKEN_SCOPES, Token, User, check_name, utcnow
 from hwrepo.service_layer.backends import Backends
 
 TOKEN_PREFIX = "hwr_"
@@ -37,28 +39,89 @@ def ensure_user(backends: Backends, name: str, *, admin: bool = False) -> User:
     return user or create_user(backends, name, admin=admin)
 
 
-def create_token(backends: Backends, user_name: str, token_name: str = "default") -> str:
+def create_token(
+    backends: Backends,
+    user_name: str,
+    token_name: str = "default",
+    *,
+    scope: str = "write",
+    expires: datetime | None = None,
+) -> str:
     """Make a new API token for a user and return it; it is shown once and stored hashed."""
+    return issue_token(backends, user_name, token_name, scope=scope, expires=expires)[0]
+
+
+def issue_token(
+    backends: Backends,
+    user_name: str,
+    token_name: str = "default",
+    *,
+    scope: str = "write",
+    expires: datetime | None = None,
+) -> tuple[str, Token]:
+    """A new token: the secret (shown once) and its record (stored with its digest only)."""
+    if scope not in TOKEN_SCOPES:
+        raise Invalid(f"a token's scope is one of {', '.join(TOKEN_SCOPES)}, not {scope!r}")
+    if not token_name.strip() or len(token_name) > 100:
+        raise Invalid("a token's name is 1 to 100 characters")
+    if expires is not None and expires <= utcnow():
+        raise Invalid("a token's expiry must lie in the future")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with backends.writing() as index:
         user = index.user(user_name)
         if user is None:
             raise NotFound(f"there is no user named {user_name!r}")
-        user.tokens.append(
-            Token(
-                id=str(uuid.uuid4()),
-                name=token_name,
-                sha256=token_digest(secret),
-                created=utcnow(),
-            )
+        token = Token(
+            id=str(uuid.uuid4()),
+            name=token_name.strip(),
+            sha256=token_digest(secret),
+            created=utcnow(),
+            scope=scope,
+            expires=expires,
         )
+        user.tokens.append(token)
         index.save_user(user)
         backends.store.put_json(user_key(user.name), user_document(user))
-    return secret
+    return secret, token
 
 
-def authenticate(backends: Backends, token: str) -> User | None:
-    if not token.startswith(TOKEN_PREFIX):
-        return None
+def tokens_of(backends: Backends, user: User) -> list[Token]:
     with backends.reading() as index:
-        return index.user_by_token(token_digest(token))
+        found = index.user(user.name)
+    return [t for t in (found.tokens if found else []) if t.revoked is None]
+
+
+def revoke_token(backends: Backends, user: User, token_id: str) -> Token:
+    """Revoke one of the user's own tokens (kept, marked revoked, so that it is refused with
+    a reason)."""
+    with backends.writing() as index:
+        found = index.user(user.name)
+        token = next((t for t in found.tokens if t.id == token_id), None) if found else None
+        if found is None or token is None or token.revoked is not None:
+            raise NotFound(f"you have no token with id {token_id!r}")
+        token.revoked = utcnow()
+        index.save_user(found)
+        backends.store.put_json(user_key(found.name), user_document(found))
+    return token
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: User
+    token: Token
+
+
+def authenticate(backends: Backends, token: str) -> Credentials:
+    """The user and token a secret names; Unauthenticated saying why when it names none, or
+    one that expired or was revoked."""
+    if not token.startswith(TOKEN_PREFIX):
+        raise Unauthenticated("the API token is not valid (hwrepo tokens start with 'hwr_')")
+    digest = token_digest(token)
+    with backends.reading() as index:
+        user = index.user_by_token(digest)
+    found = next((t for t in user.tokens if t.sha256 == digest), None) if user else None
+    if user is None or found is None:
+        raise Unauthenticated("the API token is not valid (unknown or deleted)")
+    if (problem := found.problem(utcnow())) is not None:
+        raise Unauthenticated(problem)
+    return Credentials(user, found)

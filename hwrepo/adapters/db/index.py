@@ -64,7 +64,16 @@ def _user(row: UserRow) -> User:
         admin=row.admin,
         created=row.created,
         tokens=[
-            Token(id=t.id, name=t.name, sha256=t.sha256, created=t.created) for t in row.tokens
+            Token(
+                id=t.id,
+                name=t.name,
+                sha256=t.sha256,
+                created=t.created,
+                scope=t.scope or "write",
+                expires=t.expires,
+                revoked=t.revoked,
+            )
+            for t in row.tokens
         ],
     )
 
@@ -163,14 +172,16 @@ class Index:
             row = UserRow(id=user.id, name=user.name, admin=user.admin, created=user.created)
             self.session.add(row)
         row.admin = user.admin
-        known = {t.id for t in row.tokens}
+        rows = {t.id: t for t in row.tokens}
         for token in user.tokens:
-            if token.id not in known:
-                row.tokens.append(
-                    TokenRow(
-                        id=token.id, name=token.name, sha256=token.sha256, created=token.created
-                    )
-                )
+            token_row = rows.get(token.id)
+            if token_row is None:
+                token_row = TokenRow(id=token.id, sha256=token.sha256, created=token.created)
+                row.tokens.append(token_row)
+            token_row.name = token.name
+            token_row.scope = token.scope
+            token_row.expires = token.expires
+            token_row.revoked = token.revoked
         self.session.flush()
 
     def _user_id(self, name: str) -> str:

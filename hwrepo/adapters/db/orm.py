@@ -64,6 +64,9 @@ class TokenRow(Base):
     name: Mapped[str] = mapped_column(String(100))
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created: Mapped[datetime]
+    scope: Mapped[str] = mapped_column(String(20), default="write")
+    expires: Mapped[datetime | None]
+    revoked: Mapped[datetime | None]
     user: Mapped[UserRow] = relationship(back_populates="tokens")
 
 

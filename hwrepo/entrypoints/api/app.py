@@ -15,7 +15,7 @@ from hwrepo.adapters import eventbus
 from hwrepo.config import Settings
 from hwrepo.domain.errors import ServiceUnavailable
 from hwrepo.entrypoints.api import metrics, problems
-from hwrepo.entrypoints.api.routers import checks, health, pages, projects, revisions
+from hwrepo.entrypoints.api.routers import checks, health, pages, projects, revisions, user
 from hwrepo.entrypoints.recorder import record_events
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.outbox import OutboxRelay
@@ -89,5 +89,6 @@ def create_app(
     app.include_router(projects.router)
     app.include_router(revisions.router)
     app.include_router(checks.router)
+    app.include_router(user.router)
     app.include_router(pages.router)
     return app

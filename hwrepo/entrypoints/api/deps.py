@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from hwrepo.domain.errors import Unauthenticated
+from hwrepo.domain.errors import Forbidden, Unauthenticated
 from hwrepo.domain.model import User
 from hwrepo.service_layer import users
 from hwrepo.service_layer.backends import Backends
@@ -28,10 +28,23 @@ async def current_user(
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("the Authorization header must be 'Bearer TOKEN'")
-    user = await run_in_threadpool(users.authenticate, backends, token.strip())
-    if user is None:
-        raise Unauthenticated("the API token is not valid (unknown or revoked)")
-    return user
+    credentials = await run_in_threadpool(users.authenticate, backends, token.strip())
+    request.state.token = credentials.token
+    scope = credentials.token.scope
+    if request.method not in SAFE_METHODS:
+        if scope == "read":
+            raise Forbidden(
+                f"the API token {credentials.token.name!r} is read-only: it cannot change "
+                "anything; make a token with scope 'write'"
+            )
+        if scope == "checks" and "/checks/external" not in request.url.path:
+            raise Forbidden(
+                f"the API token {credentials.token.name!r} may only report external checks"
+            )
+    return credentials.user
+
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 BackendsDep = Annotated[Backends, Depends(get_backends)]
