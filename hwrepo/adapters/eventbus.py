@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from datetime import timedelta
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats
@@ -12,7 +14,14 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.errors import NoServersError
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
 
 from hwrepo.config import Settings
@@ -139,3 +148,34 @@ async def publish(js: JetStreamContext, subject: str, payload: bytes, msg_id: st
     """Publish and wait for the stream's ack; returns the stream sequence."""
     ack = await js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=5)
     return ack.seq
+
+
+async def follow_events(
+    js: JetStreamContext,
+    *,
+    after_seq: int | None = None,
+    since: datetime | None = None,
+) -> AsyncIterator[tuple[int, bytes]]:
+    """The domain events as they are stored, with their stream sequence: after `after_seq`
+    (exactly the next one: a client resuming misses nothing and repeats nothing), else from
+    `since`, else only new ones. An ordered, ephemeral consumer: nothing to clean up."""
+    if after_seq is not None:
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after_seq + 1
+        )
+    elif since is not None:
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=since.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        )
+    else:
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+    sub = await js.subscribe(
+        f"{EVENTS_SUBJECT_PREFIX}.>", stream=EVENTS_STREAM, ordered_consumer=True, config=config
+    )
+    try:
+        async for msg in sub.messages:
+            yield msg.metadata.sequence.stream, msg.data
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

@@ -11,12 +11,13 @@ Object layout (the bucket is the source of truth; see docs/architecture.md):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
 import urllib3
@@ -209,9 +210,72 @@ class ObjectStore:
         self.put_file(key, path, size, content_type)
         return True
 
+    def blob_size(self, sha256: str) -> int | None:
+        """The stored blob's size, or None when there is no such blob."""
+        try:
+            stat = self._call(lambda: self.client.stat_object(self.bucket, blob_key(sha256)))
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                return None
+            raise
+        return int(stat.size or 0)
+
+    def put_verified_blob(
+        self, sha256: str, reader: BinaryIO, size: int, content_type: str
+    ) -> None:
+        """Store `size` bytes read from `reader` as the blob `sha256`, which they must be: the
+        reader raises before the last byte is handed over when they are not, so the upload is
+        abandoned and no object of that name appears (raises BlobMismatch)."""
+        checked = _Verifying(reader, size, sha256)
+        self._call(
+            lambda: self.client.put_object(
+                self.bucket,
+                blob_key(sha256),
+                checked,
+                size,
+                content_type=content_type,
+                part_size=PART_SIZE,
+            )
+        )
+        if checked.mismatch is not None:
+            raise checked.mismatch
+
     def stream_blob(self, sha256: str) -> Iterator[bytes]:
         return self.stream(blob_key(sha256))
 
 
 def from_settings(settings: Any) -> ObjectStore:
     return ObjectStore(bucket=settings.s3_bucket, timeout_s=settings.s3_timeout_s, **settings.s3)
+
+
+class BlobMismatch(ValueError):
+    """Bytes sent as a blob are not that blob (another size or SHA-256)."""
+
+
+class _Verifying(io.RawIOBase):
+    """A reader of exactly `size` bytes that checks their SHA-256 before giving the last one."""
+
+    def __init__(self, inner: BinaryIO, size: int, sha256: str) -> None:
+        self.inner, self.left, self.expected = inner, size, sha256
+        self.digest = hashlib.sha256()
+        self.mismatch: BlobMismatch | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        want = self.left if n is None or n < 0 else min(n, self.left)
+        chunk = self.inner.read(want)
+        if not chunk:
+            self.mismatch = BlobMismatch(f"the upload ended {self.left} bytes short")
+            raise self.mismatch
+        self.left -= len(chunk)
+        self.digest.update(chunk)
+        if self.left == 0 and self.digest.hexdigest() != self.expected:
+            self.mismatch = BlobMismatch(
+                f"the bytes sent have SHA-256 {self.digest.hexdigest()}, not {self.expected}"
+            )
+            raise self.mismatch
+        return chunk

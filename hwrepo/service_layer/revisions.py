@@ -12,21 +12,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from stat import S_IFREG
+from typing import BinaryIO
 
 from stream_zip import ZIP_AUTO, stream_zip
 
 from hwrepo.adapters.archives import StagedFile, StagingArea
-from hwrepo.adapters.objectstore import blob_key, manifest_key
+from hwrepo.adapters.objectstore import BlobMismatch, blob_key, manifest_key
+from hwrepo.config import UploadLimits
 from hwrepo.domain import events
 from hwrepo.domain.documents import manifest_document
-from hwrepo.domain.errors import Conflict, Invalid, NotFound
+from hwrepo.domain.errors import Conflict, Invalid, NotFound, TooLarge
 from hwrepo.domain.media import media_type
 from hwrepo.domain.model import FileEntry, Project, Revision, Role, User, utcnow
+from hwrepo.domain.paths import UnsafePath, normalise_relpath
+from hwrepo.metrics import BLOB_BYTES
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.projects import require_role, visible_project
 
@@ -99,7 +104,33 @@ def create_revision(
             staged.sha256, staged.local_path, staged.size, media_type(staged.path)
         ):
             new_bytes += staged.size
+    return _commit(
+        backends,
+        project,
+        author,
+        files,
+        new_bytes=new_bytes,
+        message=message,
+        idempotency_key=idempotency_key,
+        base=base,
+        fingerprint=fingerprint,
+    )
 
+
+def _commit(
+    backends: Backends,
+    project: Project,
+    author: User,
+    files: list[FileEntry],
+    *,
+    new_bytes: int,
+    message: str,
+    idempotency_key: str | None,
+    base: int | None,
+    fingerprint: str,
+) -> UploadOutcome:
+    """Steps 2 and 3: number, index and announce the revision, its manifest in the bucket."""
+    owner, name = project.owner, project.name
     manifest: str | None = None
     try:
         with backends.writing() as index:
@@ -132,6 +163,144 @@ def create_revision(
             _forget_manifest(backends, manifest)
         raise
     return UploadOutcome(locked, revision, created=True, new_bytes=new_bytes)
+
+
+# -- pushing only what the server lacks ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file of a revision to be, by content: the client has it, the bucket may have it."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _checked_refs(files: list[FileRef], limits: UploadLimits) -> list[FileRef]:
+    if len(files) > limits.max_entries:
+        raise TooLarge(f"{len(files)} files; the limit is {limits.max_entries} per revision")
+    total = 0
+    seen: set[str] = set()
+    checked = []
+    for f in files:
+        try:
+            path = normalise_relpath(f.path)
+        except UnsafePath as exc:
+            raise Invalid(f"{f.path!r}: {exc.reason}") from None
+        if path in seen:
+            raise Invalid(f"{path!r} is listed twice")
+        seen.add(path)
+        if not _SHA256.match(f.sha256):
+            raise Invalid(f"{path!r}: sha256 must be 64 lowercase hex digits")
+        if f.size < 0 or f.size > limits.max_file_size:
+            raise TooLarge(f"{path!r} is {f.size} bytes; the limit is {limits.max_file_size}")
+        total += f.size
+        checked.append(FileRef(path, f.size, f.sha256))
+    if total > limits.max_total_size:
+        raise TooLarge(f"the revision is {total} bytes; the limit is {limits.max_total_size}")
+    return checked
+
+
+def missing_blobs(
+    backends: Backends, actor: User | None, owner: str, name: str, files: list[FileRef]
+) -> list[str]:
+    """Which of these files' contents the bucket lacks (by SHA-256): the client sends only
+    those."""
+    authorize_upload(backends, actor, owner, name)
+    refs = _checked_refs(files, backends.settings.upload_limits)
+    wanted = sorted({f.sha256 for f in refs})
+    return [sha for sha in wanted if backends.store.blob_size(sha) is None]
+
+
+def store_blob(
+    backends: Backends,
+    actor: User | None,
+    owner: str,
+    name: str,
+    sha256: str,
+    reader: BinaryIO,
+    size: int,
+) -> bool:
+    """Store the bytes `reader` gives as the blob `sha256`, checked on their way to the bucket
+    (a blob appears only when they are it). False when it was there already."""
+    authorize_upload(backends, actor, owner, name)
+    if not _SHA256.match(sha256):
+        raise Invalid("a blob is named by its SHA-256: 64 lowercase hex digits")
+    limit = backends.settings.upload_limits.max_file_size
+    if size > limit:
+        raise TooLarge(f"the blob is {size} bytes; the limit is {limit}")
+    if backends.store.blob_size(sha256) is not None:
+        return False
+    try:
+        backends.store.put_verified_blob(sha256, reader, size, "application/octet-stream")
+    except BlobMismatch as exc:
+        raise Invalid(f"not the blob {sha256}: {exc}") from None
+    BLOB_BYTES.inc(size)
+    return True
+
+
+def commit_revision(
+    backends: Backends,
+    actor: User | None,
+    owner: str,
+    name: str,
+    files: list[FileRef],
+    *,
+    message: str = "",
+    idempotency_key: str | None = None,
+    base: int | None = None,
+) -> UploadOutcome:
+    """A revision of files whose contents are in the bucket already (`missing_blobs`,
+    `store_blob`), with the same rules as an upload: paths, limits, the base revision,
+    Idempotency-Key. A blob that is missing, or not of the listed size, is refused."""
+    with backends.reading() as index:
+        project = visible_project(index, actor, owner, name)
+        author = require_role(project, actor, Role.MAINTAINER, "uploading a revision")
+        inherited: list[FileEntry] = []
+        if base is not None:
+            base_revision = index.revision(project.id, base)
+            if base_revision is None:
+                raise Invalid(f"base revision {base} does not exist in {project.full_name}")
+            inherited = base_revision.files
+    refs = _checked_refs(files, backends.settings.upload_limits)
+    if not refs and not inherited:
+        raise Invalid("a revision needs at least one file")
+    missing = []
+    for ref in refs:
+        stored = backends.store.blob_size(ref.sha256)
+        if stored != ref.size:
+            missing.append(ref.path)
+    if missing:
+        shown = ", ".join(missing[:10]) + (
+            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        )
+        raise Invalid(f"the contents of {shown} were not uploaded (send them first)")
+    by_path = {f.path: f for f in inherited}
+    for ref in refs:
+        by_path[ref.path] = FileEntry(ref.path, ref.size, ref.sha256, media_type(ref.path))
+    _check_no_file_directory_clash(by_path)
+    entries = [by_path[p] for p in sorted(by_path)]
+    fingerprint = _fingerprint(entries, message, base)
+    if idempotency_key is not None:
+        with backends.reading() as index:
+            existing = index.revision_by_idempotency_key(project.id, idempotency_key)
+        if existing is not None:
+            return _replay(project, existing, fingerprint, idempotency_key)
+    return _commit(
+        backends,
+        project,
+        author,
+        entries,
+        new_bytes=0,
+        message=message,
+        idempotency_key=idempotency_key,
+        base=base,
+        fingerprint=fingerprint,
+    )
 
 
 def _forget_manifest(backends: Backends, key: str) -> None:

@@ -77,6 +77,7 @@ class Secret:
             "waiver_id": self.waiver_id,
             "check_id": self.check_id,
             "artifact": "report.txt",
+            "sha256": "0" * 64,
         }
 
 
@@ -95,7 +96,13 @@ def _bodies() -> dict[tuple[str, str], dict[str, Any]]:
             "files": [("files", ("evil.v", b"evil"))],
             "data": {"message": "x"},
         },
+        ("post", PREFIX + "/blobs/missing"): {"json": {"files": [EVIL]}},
+        ("post", PREFIX + "/revisions/commit"): {"json": {"files": [EVIL], "message": "x"}},
+        ("put", PREFIX + "/blobs/{sha256}"): {"content": b"evil"},
     }
+
+
+EVIL = {"path": "evil.v", "size": 4, "sha256": "0" * 64}
 
 
 def _endpoints(api: TestClient) -> list[tuple[str, str]]:

@@ -15,7 +15,16 @@ from hwrepo.adapters import eventbus
 from hwrepo.config import Settings
 from hwrepo.domain.errors import ServiceUnavailable
 from hwrepo.entrypoints.api import metrics, problems
-from hwrepo.entrypoints.api.routers import checks, health, pages, projects, revisions, user
+from hwrepo.entrypoints.api.routers import (
+    blobs,
+    checks,
+    events,
+    health,
+    pages,
+    projects,
+    revisions,
+    user,
+)
 from hwrepo.entrypoints.recorder import record_events
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.outbox import OutboxRelay
@@ -87,8 +96,10 @@ def create_app(
     metrics.install(app)
     app.include_router(health.router)
     app.include_router(projects.router)
+    app.include_router(blobs.router)
     app.include_router(revisions.router)
     app.include_router(checks.router)
     app.include_router(user.router)
+    app.include_router(events.router)
     app.include_router(pages.router)
     return app
