@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,8 @@ import typer
 
 from hwrepo.config import Settings, default_concurrency, load_settings
 from hwrepo.domain.errors import HwrepoError
-from hwrepo.entrypoints import embedded
+from hwrepo.domain.model import utcnow
+from hwrepo.entrypoints import client_cli, embedded
 from hwrepo.service_layer import bootstrap
 from hwrepo.service_layer import reindex as reindexing
 from hwrepo.service_layer import users as users_service
@@ -31,6 +33,7 @@ tokens_app = typer.Typer(
 )
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+client_cli.register(app)
 
 DataDir = Annotated[
     Path | None,
@@ -167,12 +170,17 @@ def users_create(
 def tokens_create(
     name: str,
     token_name: Annotated[str, typer.Option("--name", help="A label for the token")] = "cli",
+    scope: Annotated[str, typer.Option(help="read, write or checks")] = "write",
+    expires_days: Annotated[int | None, typer.Option(help="Expire after so many days")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Create an API token for user NAME and print it (alone on its line, on stdout)."""
+    expires = utcnow() + timedelta(days=expires_days) if expires_days else None
     with _backends(_settings(data_dir)) as backends:
         try:
-            token = users_service.create_token(backends, name, token_name)
+            token = users_service.create_token(
+                backends, name, token_name, scope=scope, expires=expires
+            )
         except HwrepoError as exc:
             _fail(exc.detail)
     sys.stdout.write(token + "\n")

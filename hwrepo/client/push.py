@@ -1,0 +1,167 @@
+"""Pushing a directory as a revision, sending only what the server lacks: the file list with
+sizes and SHA-256 first, then the missing contents, then the commit (with an Idempotency-Key
+derived from the content, so a retried push returns the same revision)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from hwrepo.client.api import Api, ClientError
+from hwrepo.client.files import IGNORE_FILE, LocalFile, collect, idempotency_key
+
+CHUNK = 1024 * 1024
+
+
+@dataclass
+class Pushed:
+    revision: dict[str, Any]
+    files: int
+    sent_files: int
+    sent_bytes: int
+    left_out: list[str]
+
+
+def split_project(project: str) -> tuple[str, str]:
+    owner, _, name = project.partition("/")
+    if not owner or not name or "/" in name:
+        raise ClientError(f"{project!r} is not a project: write OWNER/NAME")
+    return owner, name
+
+
+def ensure_project(
+    api: Api, project: str, *, create: bool, licence: str | None, private: bool
+) -> None:
+    owner, name = split_project(project)
+    try:
+        api.json("GET", f"/projects/{owner}/{name}")
+        return
+    except ClientError as exc:
+        if exc.status != 404:
+            raise
+        if not create:
+            raise ClientError(
+                f"project {project} does not exist, or is private and this token may not see "
+                "it (push with --create to make it)"
+            ) from None
+    if not licence:
+        raise ClientError(
+            f"project {project} does not exist: --create needs --licence (an SPDX id such as "
+            "CERN-OHL-S-2.0, or LicenseRef-<name>)"
+        )
+    me = api.json("GET", "/user")["name"]
+    if me != owner:
+        raise ClientError(f"--create makes projects of your own ({me}/…), not of {owner}")
+    body = {
+        "name": name,
+        "kind": "hardware",
+        "licence": licence,
+        "visibility": "private" if private else "public",
+    }
+    api.json("POST", "/projects", json=body)
+
+
+class Reporter:
+    """Progress while bytes go out: a bar on a terminal, plain lines elsewhere (CI logs)."""
+
+    def __init__(self, total: int, files: int, out: Any = None) -> None:
+        self.out = out or sys.stderr
+        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.total, self.files = total, files
+        self.done = 0
+        self.next_line = 0
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def __enter__(self) -> Reporter:
+        if self.tty and self.total:
+            self.progress = Progress(
+                TextColumn("uploading {task.fields[files]} files"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("upload", total=self.total, files=self.files)
+        elif self.total:
+            print(f"uploading {self.files} files, {self.total} bytes", file=self.out)
+        return self
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress.update(self.task, advance=n)
+        elif self.total and self.done >= self.next_line:
+            print(f"  {100 * self.done // self.total}% ({self.done} bytes)", file=self.out)
+            self.next_line = self.done + max(self.total // 10, 1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _chunks(path: Path, advance: Callable[[int], None]) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            advance(len(chunk))
+            yield chunk
+
+
+def push(
+    api: Api,
+    project: str,
+    root: Path,
+    *,
+    message: str = "",
+    out: Any = None,
+) -> Pushed:
+    owner, name = split_project(project)
+    if not root.is_dir():
+        raise ClientError(f"{root} is not a directory")
+    files, left_out = collect(root)
+    if not files:
+        raise ClientError(
+            f"nothing to push: {root} holds no file once .git/, sim_build/, __pycache__/ and "
+            f"the patterns of {IGNORE_FILE} are left out"
+        )
+    base = f"/projects/{owner}/{name}"
+    missing = set(
+        api.json("POST", f"{base}/blobs/missing", json={"files": [f.ref() for f in files]})[
+            "missing"
+        ]
+    )
+    to_send: dict[str, LocalFile] = {}
+    for f in files:
+        if f.sha256 in missing:
+            to_send.setdefault(f.sha256, f)
+    total = sum(f.size for f in to_send.values())
+    with Reporter(total, len(to_send), out) as reporter:
+        for sha, f in to_send.items():
+            api.request(
+                "PUT",
+                f"{base}/blobs/{sha}",
+                content=_chunks(f.local, reporter.advance),
+                headers={"Content-Length": str(f.size), "Content-Type": "application/octet-stream"},
+                timeout=None,
+            )
+    revision = api.json(
+        "POST",
+        f"{base}/revisions/commit",
+        json={"files": [f.ref() for f in files], "message": message},
+        headers={"Idempotency-Key": idempotency_key(files, message)},
+    )
+    return Pushed(revision, len(files), len(to_send), total, left_out)
