@@ -33,6 +33,7 @@ T = TypeVar("T")
 CHUNK = 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
+_BUCKET_EXISTS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
 CONNECT_TIMEOUT_S = 3.0
 
 
@@ -129,10 +130,12 @@ class ObjectStore:
 
     # -- error translation -----------------------------------------------------------------
     def _call(self, fn: Callable[[], T]) -> T:
+        """fn() with every failure of the store as a ServiceUnavailable (S3 errors a method
+        expects, such as a missing key, are handled inside its `fn`)."""
         try:
             return fn()
-        except S3Error:
-            raise
+        except S3Error as exc:
+            raise self._failed(exc) from exc
         except (Urllib3Error, ServerError, MinioException, OSError) as exc:
             raise self._unreachable(exc) from exc
 
@@ -144,6 +147,15 @@ class ObjectStore:
             )
         return ServiceUnavailable(SERVICE, f"{self.endpoint}: {reason.__class__.__name__}")
 
+    def _failed(self, exc: S3Error) -> ServiceUnavailable:
+        """An S3 error answer (a server failing, refusing our keys…) with the server's words:
+        an S3Error itself must not travel far (it is frozen, and its text is a debug dump)."""
+        return ServiceUnavailable(
+            SERVICE,
+            f"{self.endpoint}: {exc.code}: {exc.message or 'no message'}",
+            state="answered with an error",
+        )
+
     # -- bucket ----------------------------------------------------------------------------
     def ensure_bucket(self) -> None:
         def run() -> None:
@@ -151,10 +163,14 @@ class ObjectStore:
                 try:
                     self.client.make_bucket(self.bucket)
                 except S3Error as exc:
-                    if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    if exc.code not in _BUCKET_EXISTS:
                         raise
 
         self._call(run)
+
+    def serves(self) -> None:
+        """Raise unless the store lists the bucket (a listing of a prefix nothing is under)."""
+        self._call(lambda: list(self.client.list_objects(self.bucket, prefix="ready-probe/")))
 
     def ping(self) -> None:
         if not self._call(lambda: self.client.bucket_exists(self.bucket)):
@@ -162,13 +178,16 @@ class ObjectStore:
 
     # -- objects ---------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
-        try:
-            self._call(lambda: self.client.stat_object(self.bucket, key))
-        except S3Error as exc:
-            if exc.code in _MISSING:
-                return False
-            raise
-        return True
+        def run() -> bool:
+            try:
+                self.client.stat_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING:
+                    return False
+                raise
+            return True
+
+        return self._call(run)
 
     def put_file(self, key: str, path: Path, size: int, content_type: str) -> None:
         with path.open("rb") as fh:
