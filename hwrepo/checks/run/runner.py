@@ -68,6 +68,22 @@ def hwrepo_installation() -> tuple[Path, ...]:
     return tuple(dirs)
 
 
+def _package_root() -> Path:
+    """The directory this process imported the hwrepo package from."""
+    import hwrepo
+
+    return Path(hwrepo.__file__).resolve().parent.parent
+
+
+# The in-sandbox entry point, importing hwrepo from the directory the worker imported it from
+# (a source checkout on PYTHONPATH, say), not from wherever the environment's own install of
+# hwrepo points: the sandbox runs the same code as the worker.
+_RUN_INSIDE = (
+    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "runpy.run_module('hwrepo.checks.run.inside', run_name='__main__', alter_sys=True)"
+)
+
+
 def python_env(extra_path: list[str] | None = None) -> dict[str, str]:
     """The environment of hwrepo's Python inside a job's sandbox."""
     path = [str(Path(sys.executable).parent), *(extra_path or []), SYSTEM_PATH]
@@ -165,7 +181,7 @@ class Sandbox:
             processes=self.limits.processes,
             output_bytes=self.limits.output_bytes,
         )
-        argv = [sys.executable, "-I", "-B", "-m", "hwrepo.checks.run.inside", entry]
+        argv = [sys.executable, "-I", "-B", "-c", _RUN_INSIDE, str(_package_root()), entry]
         mounts = list(ro or [])
         if self.ws.cache.is_dir():  # the kind's own cache (parser tables): no project's data
             mounts.append(Mount(self.ws.cache.resolve(), CACHE_ROOT))
