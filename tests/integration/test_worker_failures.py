@@ -18,7 +18,9 @@ from fastapi.testclient import TestClient
 
 from hwrepo.config import Settings
 from hwrepo.domain.events import EVENTS_STREAM
+from hwrepo.entrypoints.api.app import create_app
 from hwrepo.service_layer.backends import Backends
+from hwrepo.service_layer.reindex import reindex
 from tests.conftest import make_actor
 from tests.pipeline import pipeline_stack
 
@@ -172,7 +174,7 @@ def test_killed_worker_job_is_redelivered_and_finishes_once(
 
 
 def test_a_job_whose_workers_keep_dying_ends_errored(
-    stack: tuple[Settings, Backends, TestClient], tmp_path: Path
+    stack: tuple[Settings, Backends, TestClient], tmp_path: Path, fresh_database: str
 ) -> None:
     settings, backends, client = stack
     project = _upload(client, settings, backends)
@@ -189,3 +191,16 @@ def test_a_job_whose_workers_keep_dying_ends_errored(
         _stop(second)
     assert check["state"] == "errored"
     assert "started 1 times and never finished" in check["summary"]
+
+    # Recorded in the bucket like any result: an index rebuilt from it says the same.
+    rebuilt_settings = settings.model_copy(update={"database_url": fresh_database})
+    rebuilt = Backends.from_settings(rebuilt_settings)
+    try:
+        reindex(rebuilt)
+        with TestClient(create_app(rebuilt_settings, rebuilt, relay=False)) as rebuilt_api:
+            again = _wait_final(rebuilt_api, project, timeout_s=1)
+    finally:
+        rebuilt.close()
+    assert {k: again[k] for k in ("id", "run", "state", "summary")} == {
+        k: check[k] for k in ("id", "run", "state", "summary")
+    }
