@@ -47,6 +47,7 @@ class Check:
     created: datetime
     started: datetime | None = None
     finished: datetime | None = None
+    attempt: int = 0  # the delivery of the run's job that `started` and the summary are about
     details_key: str | None = None  # object key of the details JSON in the bucket
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
@@ -64,19 +65,23 @@ def revision_state(planned: bool, checks: list[Check]) -> RevisionState:
     return RevisionState.FAILURE
 
 
-def accepts(current: Check | None, run: int, state: CheckState) -> bool:
-    """Whether an event (run, state) moves the check forward. Events of an older run are
-    ignored; within a run a check only moves queued → running → final, and a final state is
-    never changed by a later event of that run (redeliveries are harmless)."""
+def accepts(current: Check | None, run: int, state: CheckState, attempt: int = 0) -> bool:
+    """Whether an event (run, state[, attempt]) moves the check forward. Events of an older run
+    are ignored; within a run a check only moves queued → running → final, and a final state is
+    never changed by a later event of that run. A running check moves on to a later attempt of
+    its run (the job redelivered after its worker died), never back to an earlier one; a
+    duplicate of the attempt shown changes nothing (redeliveries are harmless)."""
     if current is None or run > current.run:
         return True
     if run < current.run:
         return False
     if current.state.final:
         return False
-    return state is not CheckState.QUEUED and not (
-        state is CheckState.RUNNING and current.state is CheckState.RUNNING
-    )
+    if state is CheckState.QUEUED:
+        return False
+    if state is CheckState.RUNNING and current.state is CheckState.RUNNING:
+        return attempt > current.attempt
+    return True
 
 
 class Waiver(BaseModel):

@@ -7,10 +7,12 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -84,15 +86,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             _kill(proc)
 
 
-def _wait_state(client: TestClient, project: str, state: str, timeout_s: float) -> dict:
+def _wait_state(
+    client: TestClient, project: str, state: str, timeout_s: float, summary: str = ""
+) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         checks = client.get(f"/api/v1/projects/{project}/revisions/1/checks").json()["checks"]
         checks = [c for c in checks if c["kind"] == "simulation"]
-        if checks and checks[0]["state"] == state:
+        if checks and checks[0]["state"] == state and summary in checks[0]["summary"]:
             return checks[0]
         time.sleep(0.2)
-    raise AssertionError(f"no check reached {state!r} in {timeout_s} s: {checks}")
+    raise AssertionError(f"no check reached {state!r} {summary!r} in {timeout_s} s: {checks}")
 
 
 def _wait_final(client: TestClient, project: str, timeout_s: float) -> dict:
@@ -155,9 +159,14 @@ def test_killed_worker_job_is_redelivered_and_finishes_once(
         _stop(first)
     second = _worker(settings, tmp_path / "worker-2.log")
     try:
+        # While the redelivered job runs, the check shows that attempt, not the dead worker's.
+        again = _wait_state(client, project, "running", timeout_s=120, summary="(attempt 2)")
         check = _wait_final(client, project, timeout_s=180)
     finally:
         _stop(second)
+    assert running["summary"] == f"running on {socket.gethostname()}:{first.pid} (attempt 1)"
+    assert again["summary"] == f"running on {socket.gethostname()}:{second.pid} (attempt 2)"
+    assert datetime.fromisoformat(again["started"]) > datetime.fromisoformat(running["started"])
     assert check["id"] == running["id"]
     assert check["state"] == "passed", check["summary"]
     assert check["run"] == 1

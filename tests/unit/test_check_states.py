@@ -62,3 +62,12 @@ def test_events_move_a_check_forward_only() -> None:
 def test_a_newer_run_replaces_and_an_older_run_is_ignored() -> None:
     assert accepts(check(CheckState.FAILED, run=1), 2, CheckState.QUEUED)
     assert not accepts(check(CheckState.QUEUED, run=2), 1, CheckState.PASSED)
+
+
+def test_a_running_check_moves_on_to_a_later_attempt_only() -> None:
+    running = check(CheckState.RUNNING)
+    running.attempt = 2
+    assert accepts(running, 1, CheckState.RUNNING, attempt=3)  # redelivered again
+    assert not accepts(running, 1, CheckState.RUNNING, attempt=2)  # a duplicate
+    assert not accepts(running, 1, CheckState.RUNNING, attempt=1)  # late, of a dead worker
+    assert accepts(running, 1, CheckState.PASSED)

@@ -116,6 +116,7 @@ def _check(row: CheckRow) -> Check:
         created=row.created,
         started=row.started,
         finished=row.finished,
+        attempt=row.attempt or 0,
         details_key=row.details_key,
         artifacts=list(row.artifacts or []),
         counts=dict(row.counts or {}),
@@ -431,6 +432,7 @@ class Index:
         row.created = check.created
         row.started = check.started
         row.finished = check.finished
+        row.attempt = check.attempt
         row.details_key = check.details_key
         row.artifacts = list(check.artifacts)
         row.counts = dict(check.counts)
