@@ -115,6 +115,8 @@ class Job(BaseModel):
     revision: int
     revision_id: str
     waivers: list[Waiver] = Field(default_factory=list)
+    # Asked for by a maintainer (a re-run): run even when a newer revision superseded this one.
+    rerun: bool = False
 
     @property
     def job_id(self) -> str:

@@ -184,7 +184,11 @@ class Worker:
             await self.latest.put(project_id, str(number).encode())
 
     async def _superseded_by(self, job: Job) -> int | None:
+        """The newer revision that makes this job not worth running, if any. Only queued work
+        nobody asked for again is cancelled: never a re-run a maintainer asked for."""
         if not self.options.cancel_superseded or self.latest is None:
+            return None
+        if job.rerun or job.run > 1:
             return None
         try:
             entry = await self.latest.get(job.project_id)

@@ -204,6 +204,7 @@ def rerun(
             job = job.model_copy(
                 update={
                     "run": check.run + 1,
+                    "rerun": True,  # asked for: a newer revision does not cancel it
                     "waivers": [w for w in waivers if w.kind in {"*", job.kind}],
                 }
             )
