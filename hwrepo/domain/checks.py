@@ -30,6 +30,7 @@ class CheckState(StrEnum):
 class RevisionState(StrEnum):
     PENDING = "pending"
     SUCCESS = "success"
+    SUPERSEDED = "superseded"
     FAILURE = "failure"
 
 
@@ -48,6 +49,7 @@ class Check:
     started: datetime | None = None
     finished: datetime | None = None
     attempt: int = 0  # the delivery of the run's job that `started` and the summary are about
+    superseded_by: int | None = None  # cancelled because this newer revision superseded it
     details_key: str | None = None  # object key of the details JSON in the bucket
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
@@ -57,12 +59,20 @@ class Check:
 
 def revision_state(planned: bool, checks: list[Check]) -> RevisionState:
     """pending until the revision was planned and while any check is queued or running; then
-    success when every check passed (or there are none), else failure."""
+    success when every check passed (or there are none); superseded when every check that did
+    not pass was cancelled because a newer revision superseded this one (nothing failed: it was
+    not checked); else failure."""
     if not planned or any(not c.state.final for c in checks):
         return RevisionState.PENDING
     if all(c.state is CheckState.PASSED for c in checks):
         return RevisionState.SUCCESS
+    if all(c.state is CheckState.PASSED or _superseded(c) for c in checks):
+        return RevisionState.SUPERSEDED
     return RevisionState.FAILURE
+
+
+def _superseded(check: Check) -> bool:
+    return check.state is CheckState.CANCELLED and check.superseded_by is not None
 
 
 def accepts(current: Check | None, run: int, state: CheckState, attempt: int = 0) -> bool:

@@ -251,7 +251,7 @@ class Worker:
         newer = await self._superseded_by(job)
         if newer is not None:
             summary = f"cancelled before it started: revision {newer} superseded it"
-            await self._end_unrun(js, msg, job, "cancelled", summary)
+            await self._end_unrun(js, msg, job, "cancelled", summary, superseded_by=newer)
             return
         kind = self.kinds[job.kind]
         await _publish(js, jobs.started_event(job, attempt))
@@ -265,11 +265,19 @@ class Worker:
         log.info("%s %s: %s", job.kind, job.name, finished.data.get("summary"))
 
     async def _end_unrun(
-        self, js: JetStreamContext, msg: Msg, job: Job, state: FinalState, summary: str
+        self,
+        js: JetStreamContext,
+        msg: Msg,
+        job: Job,
+        state: FinalState,
+        summary: str,
+        superseded_by: int | None = None,
     ) -> None:
         """End a job without running it: its record in the bucket (where reindex finds every
         final state), then its event, then the ack."""
-        finished = await asyncio.to_thread(jobs.store_outcome, self.store, job, state, summary)
+        finished = await asyncio.to_thread(
+            lambda: jobs.store_outcome(self.store, job, state, summary, superseded_by=superseded_by)
+        )
         await _publish(js, finished)
         await msg.ack()
         log.info("%s %s: %s", job.kind, job.name, summary)

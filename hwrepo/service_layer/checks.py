@@ -124,6 +124,7 @@ def _finished(index: Index, event: events.Event) -> bool:
     check.details_key = data.details
     check.artifacts = data.artifacts
     check.counts = data.counts
+    check.superseded_by = data.superseded_by if state is CheckState.CANCELLED else None
     index.save_check(check)
     return True
 

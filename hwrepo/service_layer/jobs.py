@@ -115,6 +115,7 @@ def finished_event(
     details: str | None = None,
     artifacts: list[dict[str, Any]] | None = None,
     started: Any = None,
+    superseded_by: int | None = None,
 ) -> events.Event:
     return job_event(
         job,
@@ -133,6 +134,7 @@ def finished_event(
             artifacts=artifacts or [],
             started=started,
             finished=utcnow(),
+            superseded_by=superseded_by,
         ),
     )
 
@@ -170,14 +172,37 @@ def stored_finish(store: ObjectStore, job: Job) -> events.Event | None:
     return events.Event.model_validate(record["event"])
 
 
-def store_outcome(store: ObjectStore, job: Job, state: FinalState, summary: str) -> events.Event:
+def store_outcome(
+    store: ObjectStore,
+    job: Job,
+    state: FinalState,
+    summary: str,
+    *,
+    superseded_by: int | None = None,
+) -> events.Event:
     """End a run that does not run (cancelled, errored by its planning or by workers that kept
     dying): its record goes to the bucket like any result, so that every final state is where
     reindex reads it. A run already recorded keeps its record (and its event is returned)."""
     done = stored_finish(store, job)
     if done is not None:
         return done
-    return store_result(store, job, CheckResult(state=state, summary=summary), started=None)
+    event = finished_event(
+        job, state, summary, details=record_key(job), superseded_by=superseded_by
+    )
+    _put_record(store, job, event, {})
+    return event
+
+
+def _put_record(store: ObjectStore, job: Job, event: events.Event, details: dict[str, Any]) -> None:
+    store.put_json(
+        record_key(job),
+        {
+            "schema": "hwrepo.check/1",
+            "event": event.model_dump(mode="json"),
+            "job": job.model_dump(mode="json"),
+            "details": details,
+        },
+    )
 
 
 def store_result(store: ObjectStore, job: Job, result: CheckResult, started: Any) -> events.Event:
@@ -210,15 +235,7 @@ def store_result(store: ObjectStore, job: Job, result: CheckResult, started: Any
         artifacts=artifacts,
         started=started,
     )
-    store.put_json(
-        record_key(job),
-        {
-            "schema": "hwrepo.check/1",
-            "event": event.model_dump(mode="json"),
-            "job": job.model_dump(mode="json"),
-            "details": result.details,
-        },
-    )
+    _put_record(store, job, event, result.details)
     return event
 
 

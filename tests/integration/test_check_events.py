@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from alembic import command
 from fastapi.testclient import TestClient
 
+from hwrepo.adapters.db.engine import alembic_config
 from hwrepo.domain import events
 from hwrepo.domain.checks import Check, CheckState, Job
 from hwrepo.service_layer import checks, jobs
@@ -115,3 +117,23 @@ def test_a_redelivered_job_shows_the_attempt_that_runs(
         "1 passed",
         T0 + timedelta(seconds=70),
     )
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+def test_superseded_checks_from_before_the_column_are_found_by_their_summary(
+    api: TestClient, backends: Backends, job: Job
+) -> None:
+    """Migration 0004: a check cancelled by supersession before `superseded_by` existed."""
+    assert checks.record(backends, jobs.queued_event(job, {}))
+    planned = events.RevisionPlanned(
+        project_id=job.project_id, revision_id=job.revision_id, number=1, checks=1
+    )
+    assert checks.record(backends, events.make_event(planned, id=str(uuid.uuid4())))
+    summary = "cancelled before it started: revision 7 superseded it"
+    assert checks.record(backends, jobs.finished_event(job, "cancelled", summary))
+    config = alembic_config(backends.database.engine)
+    command.downgrade(config, "0003")
+    command.upgrade(config, "head")
+    assert stored(backends, job).superseded_by == 7
+    r = api.get(f"{API}/alice/blinky/revisions/1/checks")
+    assert r.json()["state"] == "superseded"

@@ -117,6 +117,7 @@ def _check(row: CheckRow) -> Check:
         started=row.started,
         finished=row.finished,
         attempt=row.attempt or 0,
+        superseded_by=row.superseded_by,
         details_key=row.details_key,
         artifacts=list(row.artifacts or []),
         counts=dict(row.counts or {}),
@@ -433,6 +434,7 @@ class Index:
         row.started = check.started
         row.finished = check.finished
         row.attempt = check.attempt
+        row.superseded_by = check.superseded_by
         row.details_key = check.details_key
         row.artifacts = list(check.artifacts)
         row.counts = dict(check.counts)
