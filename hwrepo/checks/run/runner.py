@@ -19,6 +19,7 @@ environments, model caches, library directories): no data directory, no secrets,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -173,14 +174,7 @@ class Sandbox:
         response_file.unlink(missing_ok=True)
         request_file.write_text(json.dumps(request), encoding="utf-8")
         wall = timeout_s + BACKSTOP_S
-        limits = SandboxLimits(
-            wall_s=wall,
-            cpu_s=int(wall) + 1,
-            memory_bytes=self.limits.memory_bytes,
-            file_size_bytes=self.limits.file_size_bytes,
-            processes=self.limits.processes,
-            output_bytes=self.limits.output_bytes,
-        )
+        limits = dataclasses.replace(self.limits, wall_s=wall, cpu_s=int(wall) + 1)
         argv = [sys.executable, "-I", "-B", "-c", _RUN_INSIDE, str(_package_root()), entry]
         mounts = list(ro or [])
         if self.ws.cache.is_dir():  # the kind's own cache (parser tables): no project's data
