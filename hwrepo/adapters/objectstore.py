@@ -94,10 +94,11 @@ class _Retry(urllib3.Retry):
 class ObjectStore:
     """One per process (a Minio client is thread-safe, not process-safe).
 
-    Every call fails within seconds when the store does not answer: `timeout_s` bounds each
-    connect (at most CONNECT_TIMEOUT_S), each send and each read — a timeout per read, not per
-    transfer, so a large upload or download that keeps moving is never cut off — and a timed-out
-    call is not retried. The error is a ServiceUnavailable naming S3 (the API's 503)."""
+    Every call fails within seconds when the store does not answer: each connect and each send
+    may wait CONNECT_TIMEOUT_S (at most; `timeout_s` when shorter), each read `timeout_s` — a
+    timeout per socket operation, not per transfer, so a large upload or download that keeps
+    moving is never cut off — and a timed-out call is not retried. The error is a
+    ServiceUnavailable naming S3 (the API's 503)."""
 
     def __init__(
         self,
