@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     s3_bucket: str = "hwrepo"
     s3_region: str = "us-east-1"
     s3_secure: bool = False
-    s3_timeout_s: float = 10.0
+    s3_timeout_s: float = 5.0  # each read (connects and sends: at most 3 s); not a transfer
 
     # Events. None: the embedded nats-server.
     nats_urls: list[str] | None = None

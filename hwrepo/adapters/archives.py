@@ -3,8 +3,10 @@
 Everything an upload adds goes through StagingArea, which copies bytes in 1 MiB chunks while
 hashing them and counts the bytes actually produced against ArchiveLimits: declared sizes in
 archive headers are only used to reject early, never trusted to stop a copy. Archives are
-rejected as a whole for unsafe member names, links, device files, FIFOs, encryption, corruption
-and anything over a limit; a rejected add leaves the staging area as it was.
+rejected as a whole for unsafe member names (invisible Unicode formatting characters such as a
+right-to-left override included), links, device files, FIFOs, encryption, corruption, two zip
+members naming the same file, bytes after the end of a tar, and anything over a limit; a
+rejected add leaves the staging area as it was.
 """
 
 from __future__ import annotations
@@ -175,7 +177,8 @@ class StagingArea:
     ArchiveLimits across everything added, computing SHA-256 and size while copying in 1 MiB
     chunks (never reading a whole file into memory). Later additions of the same path replace
     earlier ones (last wins; the replacement moves to the end of .files and the earlier
-    temporary file is deleted).
+    temporary file is deleted), also within a tar; within a zip, two members naming the same
+    file reject the archive.
 
     max_entries and max_total_size count everything submitted to this area, replaced files
     included. A path may not be both a file and a directory within one upload. The caller owns
@@ -215,7 +218,7 @@ class StagingArea:
 
     def add_archive(self, filename: str, stream: BinaryIO, *, base: str = "") -> list[StagedFile]:
         """Stage every file of a .zip, .tar, .tar.gz or .tgz archive under `base`; return them in
-        order (after last-wins within the archive). The format is detected from the content, not
+        order (after last-wins within a tar). The format is detected from the content, not
         the name. Raises UnsafePath for a bad `base` and ArchiveRejected for anything else; then
         nothing of this archive stays staged."""
         base = normalise_dirpath(base)
@@ -275,6 +278,7 @@ class StagingArea:
             archive = zipfile.ZipFile(raw)
         with archive:
             plan: list[tuple[zipfile.ZipInfo, str]] = []
+            named: dict[str, str] = {}  # path -> the member name that gave it
             declared_total = state.submitted
             for info in archive.infolist():
                 name = info.orig_filename
@@ -286,6 +290,11 @@ class StagingArea:
                 if info.flag_bits & (_ZIP_ENCRYPTED | _ZIP_STRONG_ENCRYPTION):
                     raise ArchiveRejected(name, filename, "encrypted zip members are not accepted")
                 path = _member_path(name, base, filename)
+                if path in named:
+                    # Which of two members a tool extracts differs from tool to tool: the
+                    # archive means two things at once, so it means nothing.
+                    raise ArchiveRejected(name, filename, _duplicate(name, named[path]))
+                named[path] = name
                 if state.entries + len(plan) >= limits.max_entries:
                     raise _too_many(name, filename, limits)
                 if info.file_size > limits.max_file_size:
@@ -348,8 +357,7 @@ class StagingArea:
                     )
                 )
             added = self._add_tar_members(state, created, filename, archive, recorder, base, ratio)
-            if kind == "tar.gz":
-                _drain(source, filename, ratio)
+            _check_trailer(recorder, filename, ratio)
             return added
 
     def _add_tar_members(
@@ -519,15 +527,27 @@ def _detect(filename: str, raw: BinaryIO) -> str:
     )
 
 
-def _drain(stream: BinaryIO, archive: str, ratio: _Ratio) -> None:
-    """Read a gzip stream to its end, so its CRC and length get checked. The padding that ends
-    a tar (up to one 10 KiB record) is free; anything beyond counts against max_ratio."""
+def _check_trailer(stream: _BlockRecorder, archive: str, ratio: _Ratio) -> None:
+    """Read what follows a tar's end-of-archive marker to its end (for a .tar.gz, so that the
+    gzip CRC and length get checked): only the zero padding that ends a tar may follow; bytes
+    that are not zero belong to no entry, and the archive is refused saying so. The padding of
+    one 10 KiB record is free; beyond it, padding counts against max_ratio."""
     free = tarfile.RECORDSIZE
+    offset = stream.tell()
     while True:
         with _reading(archive, archive):
             chunk = stream.read(min(CHUNK_SIZE, free + ratio.allowed - ratio.produced + 1))
         if not chunk:
             return
+        if chunk.count(0) != len(chunk):
+            at = offset + next(i for i, byte in enumerate(chunk) if byte)
+            raise ArchiveRejected(
+                archive,
+                archive,
+                f"it holds data after its end-of-archive marker (from byte {at} of the tar"
+                " stream on), which belongs to no entry; only zero padding may follow the end",
+            )
+        offset += len(chunk)
         uncounted = min(free, len(chunk))
         free -= uncounted
         if len(chunk) > uncounted:
@@ -574,6 +594,14 @@ def _member_path(name: str, base: str, archive: str) -> str:
         return normalise_relpath(name, base=base)
     except UnsafePath as exc:
         raise ArchiveRejected(name, archive, f"unsafe path: {exc.reason}") from exc
+
+
+def _duplicate(name: str, first: str) -> str:
+    if name == first:
+        return "the archive holds two members of this name; each member's name must be unique"
+    return (
+        f"it names the same file as the earlier member {first!r}; each member's name must be unique"
+    )
 
 
 def _check_directory(name: str, base: str, archive: str) -> None:

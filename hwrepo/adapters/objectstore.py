@@ -24,6 +24,8 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error, ServerError
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from hwrepo.domain.errors import ServiceUnavailable
 
@@ -32,6 +34,8 @@ T = TypeVar("T")
 CHUNK = 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
+_BUCKET_EXISTS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
+CONNECT_TIMEOUT_S = 3.0
 
 
 def blob_key(sha256: str) -> str:
@@ -58,8 +62,44 @@ def user_key(name: str) -> str:
     return f"users/{name}.json"
 
 
+def _timed_out(error: BaseException | None) -> bool:
+    """A connect, send or read that waited its whole timeout (urllib3 wraps a send that timed
+    out in a ProtocolError). A refused connection is no time-out (urllib3 derives its error from
+    ConnectTimeoutError all the same): it fails at once, and retrying it costs nothing."""
+    if isinstance(error, NewConnectionError):
+        return False
+    if isinstance(error, (Urllib3Timeout, TimeoutError)):
+        return True
+    return isinstance(error, ProtocolError) and any(_timed_out(a) for a in error.args[1:])
+
+
+class _Retry(urllib3.Retry):
+    """A refused or dropped connection and a 502/503/504 are retried (a few times, quickly); a
+    timeout never is: a server that accepts connections but does not answer (stopped, wedged)
+    fails the call after one timeout, not after one per attempt."""
+
+    def increment(  # type: ignore[override]
+        self,
+        method: Any = None,
+        url: Any = None,
+        response: Any = None,
+        error: Any = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> _Retry:
+        if _timed_out(error):
+            raise MaxRetryError(_pool, url, error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
 class ObjectStore:
-    """One per process (a Minio client is thread-safe, not process-safe)."""
+    """One per process (a Minio client is thread-safe, not process-safe).
+
+    Every call fails within seconds when the store does not answer: each connect and each send
+    may wait CONNECT_TIMEOUT_S (at most; `timeout_s` when shorter), each read `timeout_s` — a
+    timeout per socket operation, not per transfer, so a large upload or download that keeps
+    moving is never cut off — and a timed-out call is not retried. The error is a
+    ServiceUnavailable naming S3 (the API's 503)."""
 
     def __init__(
         self,
@@ -70,13 +110,13 @@ class ObjectStore:
         bucket: str,
         region: str = "us-east-1",
         secure: bool = False,
-        timeout_s: float = 10.0,
+        timeout_s: float = 5.0,
     ) -> None:
         # Few, quick retries: an unreachable store must become a 503 in seconds, not minutes.
         http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=min(3.0, timeout_s), read=timeout_s * 6),
+            timeout=urllib3.Timeout(connect=min(CONNECT_TIMEOUT_S, timeout_s), read=timeout_s),
             maxsize=16,
-            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[502, 503, 504]),
+            retries=_Retry(total=2, backoff_factor=0.2, status_forcelist=[502, 503, 504]),
         )
         self.client = Minio(
             endpoint,
@@ -88,15 +128,35 @@ class ObjectStore:
         )
         self.bucket = bucket
         self.endpoint = endpoint
+        self.timeout_s = timeout_s
 
     # -- error translation -----------------------------------------------------------------
     def _call(self, fn: Callable[[], T]) -> T:
+        """fn() with every failure of the store as a ServiceUnavailable (S3 errors a method
+        expects, such as a missing key, are handled inside its `fn`)."""
         try:
             return fn()
-        except S3Error:
-            raise
+        except S3Error as exc:
+            raise self._failed(exc) from exc
         except (Urllib3Error, ServerError, MinioException, OSError) as exc:
-            raise ServiceUnavailable(SERVICE, f"{self.endpoint}: {exc.__class__.__name__}") from exc
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: BaseException) -> ServiceUnavailable:
+        reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason else exc
+        if _timed_out(reason):
+            return ServiceUnavailable(
+                SERVICE, f"{self.endpoint}: no answer in {self.timeout_s:g} s"
+            )
+        return ServiceUnavailable(SERVICE, f"{self.endpoint}: {reason.__class__.__name__}")
+
+    def _failed(self, exc: S3Error) -> ServiceUnavailable:
+        """An S3 error answer (a server failing, refusing our keys…) with the server's words:
+        an S3Error itself must not travel far (it is frozen, and its text is a debug dump)."""
+        return ServiceUnavailable(
+            SERVICE,
+            f"{self.endpoint}: {exc.code}: {exc.message or 'no message'}",
+            state="answered with an error",
+        )
 
     # -- bucket ----------------------------------------------------------------------------
     def ensure_bucket(self) -> None:
@@ -105,10 +165,14 @@ class ObjectStore:
                 try:
                     self.client.make_bucket(self.bucket)
                 except S3Error as exc:
-                    if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    if exc.code not in _BUCKET_EXISTS:
                         raise
 
         self._call(run)
+
+    def serves(self) -> None:
+        """Raise unless the store lists the bucket (a listing of a prefix nothing is under)."""
+        self._call(lambda: list(self.client.list_objects(self.bucket, prefix="ready-probe/")))
 
     def ping(self) -> None:
         if not self._call(lambda: self.client.bucket_exists(self.bucket)):
@@ -116,13 +180,16 @@ class ObjectStore:
 
     # -- objects ---------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
-        try:
-            self._call(lambda: self.client.stat_object(self.bucket, key))
-        except S3Error as exc:
-            if exc.code in _MISSING:
-                return False
-            raise
-        return True
+        def run() -> bool:
+            try:
+                self.client.stat_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING:
+                    return False
+                raise
+            return True
+
+        return self._call(run)
 
     def put_file(self, key: str, path: Path, size: int, content_type: str) -> None:
         with path.open("rb") as fh:
@@ -173,6 +240,8 @@ class ObjectStore:
         def chunks() -> Iterator[bytes]:
             try:
                 yield from response.stream(CHUNK)
+            except (Urllib3Error, OSError) as exc:  # the store stopped answering mid-transfer
+                raise self._unreachable(exc) from exc
             finally:
                 response.close()
                 response.release_conn()

@@ -30,6 +30,7 @@ class CheckState(StrEnum):
 class RevisionState(StrEnum):
     PENDING = "pending"
     SUCCESS = "success"
+    SUPERSEDED = "superseded"
     FAILURE = "failure"
 
 
@@ -47,6 +48,8 @@ class Check:
     created: datetime
     started: datetime | None = None
     finished: datetime | None = None
+    attempt: int = 0  # the delivery of the run's job that `started` and the summary are about
+    superseded_by: int | None = None  # cancelled because this newer revision superseded it
     details_key: str | None = None  # object key of the details JSON in the bucket
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
@@ -56,27 +59,39 @@ class Check:
 
 def revision_state(planned: bool, checks: list[Check]) -> RevisionState:
     """pending until the revision was planned and while any check is queued or running; then
-    success when every check passed (or there are none), else failure."""
+    success when every check passed (or there are none); superseded when every check that did
+    not pass was cancelled because a newer revision superseded this one (nothing failed: it was
+    not checked); else failure."""
     if not planned or any(not c.state.final for c in checks):
         return RevisionState.PENDING
     if all(c.state is CheckState.PASSED for c in checks):
         return RevisionState.SUCCESS
+    if all(c.state is CheckState.PASSED or _superseded(c) for c in checks):
+        return RevisionState.SUPERSEDED
     return RevisionState.FAILURE
 
 
-def accepts(current: Check | None, run: int, state: CheckState) -> bool:
-    """Whether an event (run, state) moves the check forward. Events of an older run are
-    ignored; within a run a check only moves queued → running → final, and a final state is
-    never changed by a later event of that run (redeliveries are harmless)."""
+def _superseded(check: Check) -> bool:
+    return check.state is CheckState.CANCELLED and check.superseded_by is not None
+
+
+def accepts(current: Check | None, run: int, state: CheckState, attempt: int = 0) -> bool:
+    """Whether an event (run, state[, attempt]) moves the check forward. Events of an older run
+    are ignored; within a run a check only moves queued → running → final, and a final state is
+    never changed by a later event of that run. A running check moves on to a later attempt of
+    its run (the job redelivered after its worker died), never back to an earlier one; a
+    duplicate of the attempt shown changes nothing (redeliveries are harmless)."""
     if current is None or run > current.run:
         return True
     if run < current.run:
         return False
     if current.state.final:
         return False
-    return state is not CheckState.QUEUED and not (
-        state is CheckState.RUNNING and current.state is CheckState.RUNNING
-    )
+    if state is CheckState.QUEUED:
+        return False
+    if state is CheckState.RUNNING and current.state is CheckState.RUNNING:
+        return attempt > current.attempt
+    return True
 
 
 class Waiver(BaseModel):
@@ -110,6 +125,8 @@ class Job(BaseModel):
     revision: int
     revision_id: str
     waivers: list[Waiver] = Field(default_factory=list)
+    # Asked for by a maintainer (a re-run): run even when a newer revision superseded this one.
+    rerun: bool = False
 
     @property
     def job_id(self) -> str:

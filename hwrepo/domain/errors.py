@@ -39,10 +39,13 @@ class TooLarge(HwrepoError):
 
 
 class ServiceUnavailable(HwrepoError):
-    """A backing service (S3, NATS, database) cannot be reached. `service` names it."""
+    """A backing service (S3, NATS, database) cannot be reached, or answers only with errors.
+    `service` names it; `state` says which ("is unreachable", "answered with an error")."""
 
     title = "Service unavailable"
 
-    def __init__(self, service: str, detail: str) -> None:
-        super().__init__(f"{service} is unreachable: {detail}", service=service)
+    def __init__(
+        self, service: str, detail: str, *, state: str = "is unreachable", **extra: Any
+    ) -> None:
+        super().__init__(f"{service} {state}: {detail}", service=service, **extra)
         self.service = service

@@ -172,3 +172,4 @@ class CheckFinished(EventData):
     artifacts: list[dict[str, Any]] = Field(default_factory=list)
     started: datetime | None = None
     finished: datetime | None = None
+    superseded_by: int | None = None  # cancelled: the newer revision that superseded this one

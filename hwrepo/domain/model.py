@@ -13,6 +13,11 @@ from hwrepo.domain.errors import Invalid
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 TOPIC_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 RESERVED_NAMES = {"api", "static", "new", "settings", "login", "logout", "-"}
+# Numbers the index can hold: revision numbers are 32-bit integers in every database, pages of a
+# listing stop far before an offset would overflow a 64-bit one, and byte offsets are 64-bit.
+MAX_REVISION = 2**31 - 1
+MAX_PAGE = 1_000_000
+MAX_OFFSET = 2**63 - 1
 
 
 def utcnow() -> datetime:

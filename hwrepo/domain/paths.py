@@ -17,6 +17,10 @@ RESERVED_TOP_LEVEL: Final = frozenset({".hwrepo"})
 # Cc: C0/C1 controls and DEL; Cs: lone surrogates (undecodable bytes, not encodable as UTF-8);
 # Zl/Zp: line and paragraph separators, which break a name over lines like a newline does.
 _FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
+# Cf: invisible formatting characters (bidirectional overrides and isolates such as U+202E,
+# zero-width spaces and joiners, soft hyphens, the BOM): they make a name display as another
+# ("evil\u202etxt.exe" shows as "evilexe.txt"), so no path may hold one.
+_FORMAT_CATEGORY: Final = "Cf"
 _DRIVE: Final = re.compile(r"[A-Za-z]:")
 
 
@@ -39,10 +43,12 @@ def normalise_relpath(name: str, *, base: str = "") -> str:
 
     Raises UnsafePath for: an empty name or one that names no file ("." or "./"), absolute paths
     ("/x", "C:\\x", "C:x", "\\\\server\\x"), any ".." segment, control characters (NUL, newline,
-    DEL, C1 controls, U+2028/U+2029) and lone surrogates, names over 1024 characters (as given,
-    and as joined under `base`), segments over 255 bytes of UTF-8, and a top-level ".hwrepo"
-    (compared case-insensitively). A backslash is a separator, so "..\\x" is traversal. "."
-    segments and duplicate slashes collapse, a trailing slash is dropped, the result is NFC.
+    DEL, C1 controls, U+2028/U+2029), invisible formatting characters (Unicode category Cf: the
+    bidirectional overrides such as U+202E, zero-width characters, the BOM), lone surrogates,
+    names over 1024 characters (as given, and as joined under `base`), segments over 255 bytes of
+    UTF-8, and a top-level ".hwrepo" (compared case-insensitively). A backslash is a separator,
+    so "..\\x" is traversal. "." segments and duplicate slashes collapse, a trailing slash is
+    dropped, the result is NFC.
     When `base` is the problem, UnsafePath.path is `base`.
     """
     return _normalise(name, base=base, allow_root=False)
@@ -82,8 +88,16 @@ def _segments(name: str, *, allow_root: bool) -> list[str]:
             name, f"the name is {len(name)} characters long, over the limit of {MAX_PATH_CHARS}"
         )
     for char in name:
-        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+        category = unicodedata.category(char)
+        if category in _FORBIDDEN_CATEGORIES:
             raise UnsafePath(name, f"the name contains the control character U+{ord(char):04X}")
+        if category == _FORMAT_CATEGORY:
+            what = unicodedata.name(char, "a format character")
+            raise UnsafePath(
+                name,
+                f"the name contains the invisible formatting character U+{ord(char):04X}"
+                f" ({what}), which can make a name look like another",
+            )
     text = unicodedata.normalize("NFC", name).replace("\\", "/")
     if text.startswith("/"):
         raise UnsafePath(name, "the path is absolute; it must be relative")

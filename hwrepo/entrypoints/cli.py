@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from minio.error import MinioException
 
 from hwrepo.config import Settings, default_concurrency, load_settings
 from hwrepo.domain.errors import HwrepoError
@@ -53,7 +54,8 @@ def _fail(message: str) -> None:
 @contextmanager
 def _backends(settings: Settings) -> Iterator[Backends]:
     """Backends for a one-off command. When the embedded S3 server is not running (no `hwrepo up`),
-    it is started for the duration of the command."""
+    it is started for the duration of the command, and the command waits (up to 60 s) until it
+    serves requests. A failure of the store is one line naming it, with the server's words."""
     started = []
     try:
         if settings.embedded_s3 and not embedded.answers(settings.embedded.s3):
@@ -81,6 +83,8 @@ def _backends(settings: Settings) -> Iterator[Backends]:
         _fail(exc.detail)
     except (embedded.StartFailed, embedded.PortInUse) as exc:
         _fail(str(exc))
+    except MinioException as exc:  # the store's adapter translates these; never a traceback
+        _fail(f"S3 object storage: {exc}")
     finally:
         for server in started:
             server.stop()

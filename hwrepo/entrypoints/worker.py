@@ -32,7 +32,7 @@ from nats.js.kv import KeyValue
 from hwrepo.adapters import eventbus
 from hwrepo.adapters.objectstore import ObjectStore
 from hwrepo.adapters.objectstore import from_settings as store_from_settings
-from hwrepo.checks.core.kind import CheckKind
+from hwrepo.checks.core.kind import CheckKind, FinalState
 from hwrepo.checks.registry import all_kinds
 from hwrepo.config import Settings, private_dir
 from hwrepo.domain import events
@@ -162,8 +162,8 @@ class Worker:
             await self._raise_latest(created.project_id, created.number)
         for check in plan.checks:
             await _publish(js, check.queued_event())
-            if check.planned.error is not None:
-                await _publish(js, jobs.finished_event(check.job, "errored", check.planned.error))
+            if check.finished is not None:  # a planning error: ended (and recorded) at once
+                await _publish(js, check.finished)
                 continue
             job = check.job
             await eventbus.publish(
@@ -184,7 +184,11 @@ class Worker:
             await self.latest.put(project_id, str(number).encode())
 
     async def _superseded_by(self, job: Job) -> int | None:
+        """The newer revision that makes this job not worth running, if any. Only queued work
+        nobody asked for again is cancelled: never a re-run a maintainer asked for."""
         if not self.options.cancel_superseded or self.latest is None:
+            return None
+        if job.rerun or job.run > 1:
             return None
         try:
             entry = await self.latest.get(job.project_id)
@@ -230,27 +234,24 @@ class Worker:
     async def handle(self, js: JetStreamContext, msg: Msg) -> None:
         job = Job.model_validate_json(msg.data)
         attempt = msg.metadata.num_delivered
-        if attempt > self.options.max_attempts:
-            await _publish(
-                js,
-                jobs.finished_event(
-                    job,
-                    "errored",
-                    f"the job was started {attempt - 1} times and never finished: the worker "
-                    "running it stopped or was killed each time",
-                ),
-            )
+        # A run that ended before (its worker died after storing the record, before the ack) is
+        # announced again, never run again (JetStream drops the duplicate event).
+        done = await asyncio.to_thread(jobs.stored_finish, self.store, job)
+        if done is not None:
+            await _publish(js, done)
             await msg.ack()
+            return
+        if attempt > self.options.max_attempts:
+            summary = (
+                f"the job was started {attempt - 1} times and never finished: the worker "
+                "running it stopped or was killed each time"
+            )
+            await self._end_unrun(js, msg, job, "errored", summary)
             return
         newer = await self._superseded_by(job)
         if newer is not None:
-            await _publish(
-                js,
-                jobs.finished_event(
-                    job, "cancelled", f"cancelled before it started: revision {newer} superseded it"
-                ),
-            )
-            await msg.ack()
+            summary = f"cancelled before it started: revision {newer} superseded it"
+            await self._end_unrun(js, msg, job, "cancelled", summary, superseded_by=newer)
             return
         kind = self.kinds[job.kind]
         await _publish(js, jobs.started_event(job, attempt))
@@ -262,6 +263,24 @@ class Worker:
         await _publish(js, finished)
         await msg.ack()
         log.info("%s %s: %s", job.kind, job.name, finished.data.get("summary"))
+
+    async def _end_unrun(
+        self,
+        js: JetStreamContext,
+        msg: Msg,
+        job: Job,
+        state: FinalState,
+        summary: str,
+        superseded_by: int | None = None,
+    ) -> None:
+        """End a job without running it: its record in the bucket (where reindex finds every
+        final state), then its event, then the ack."""
+        finished = await asyncio.to_thread(
+            lambda: jobs.store_outcome(self.store, job, state, summary, superseded_by=superseded_by)
+        )
+        await _publish(js, finished)
+        await msg.ack()
+        log.info("%s %s: %s", job.kind, job.name, summary)
 
 
 def run_worker(settings: Settings, options: WorkerOptions) -> None:

@@ -23,8 +23,11 @@ log = logging.getLogger(__name__)
     reraise=True,
 )
 def ensure_bucket(backends: Backends) -> None:
-    # A freshly started S3 server answers before it can create buckets: retry for a while.
+    """Make the bucket, and see the store list it. A freshly started S3 server accepts
+    connections, then answers with errors, before it serves requests: retried for up to 60 s
+    while the store is unreachable or answers with errors; then its last error is raised."""
     backends.store.ensure_bucket()
+    backends.store.serves()
 
 
 async def ensure_streams(settings: Settings) -> None:

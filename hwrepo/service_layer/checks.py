@@ -82,12 +82,14 @@ def _queue(index: Index, event: events.Event) -> Check | None:
 def _started(index: Index, event: events.Event) -> bool:
     data = events.CheckStarted.model_validate(event.data)
     check = index.check(data.check_id, for_update=True)
-    if check is None or not accepts(check, data.run, CheckState.RUNNING):
+    if check is None or not accepts(check, data.run, CheckState.RUNNING, data.attempt):
         return False
     if data.run > check.run:
         return False  # the queued event of that run comes first; a started one alone is unusable
+    # The attempt that runs now: a redelivered job's, once its first worker died.
     check.state = CheckState.RUNNING
     check.started = event.time
+    check.attempt = data.attempt
     check.summary = f"running on {data.worker} (attempt {data.attempt})"
     index.save_check(check)
     return True
@@ -122,6 +124,7 @@ def _finished(index: Index, event: events.Event) -> bool:
     check.details_key = data.details
     check.artifacts = data.artifacts
     check.counts = data.counts
+    check.superseded_by = data.superseded_by if state is CheckState.CANCELLED else None
     index.save_check(check)
     return True
 
@@ -202,6 +205,7 @@ def rerun(
             job = job.model_copy(
                 update={
                     "run": check.run + 1,
+                    "rerun": True,  # asked for: a newer revision does not cancel it
                     "waivers": [w for w in waivers if w.kind in {"*", job.kind}],
                 }
             )

@@ -1,7 +1,8 @@
 """Running one check job on a worker: inputs from the bucket (through a local blob cache),
 the kind's `run()` in a private workspace, outputs and the check record back to the bucket.
 
-Nothing here touches the database; the result travels as a `check.finished` event.
+Nothing here touches the database; the result travels as a `check.finished` event, and every
+run that ends — by running, or without running — leaves its record (`check.json`) in the bucket.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hwrepo.adapters.objectstore import ObjectStore, blob_key, result_prefix
-from hwrepo.checks.core.kind import Artifact, CheckKind, CheckResult, Workspace
+from hwrepo.checks.core.kind import Artifact, CheckKind, CheckResult, FinalState, Workspace
 from hwrepo.checks.run.runner import Sandbox
 from hwrepo.domain import events
 from hwrepo.domain.checks import Job
@@ -114,6 +115,7 @@ def finished_event(
     details: str | None = None,
     artifacts: list[dict[str, Any]] | None = None,
     started: Any = None,
+    superseded_by: int | None = None,
 ) -> events.Event:
     return job_event(
         job,
@@ -132,6 +134,7 @@ def finished_event(
             artifacts=artifacts or [],
             started=started,
             finished=utcnow(),
+            superseded_by=superseded_by,
         ),
     )
 
@@ -156,6 +159,52 @@ def _counts(result: CheckResult) -> dict[str, Any]:
     return counts if isinstance(counts, dict) else {}
 
 
+def record_key(job: Job) -> str:
+    """Where a run's check record (`hwrepo.check/1`) is kept: what reindex rebuilds checks from."""
+    return result_prefix(job.project_id, job.revision, job.check_id, job.run) + "check.json"
+
+
+def stored_finish(store: ObjectStore, job: Job) -> events.Event | None:
+    """The `check.finished` event of this run as recorded in the bucket, if it has ended."""
+    record = store.get_json(record_key(job))
+    if not isinstance(record, dict) or record.get("schema") != "hwrepo.check/1":
+        return None
+    return events.Event.model_validate(record["event"])
+
+
+def store_outcome(
+    store: ObjectStore,
+    job: Job,
+    state: FinalState,
+    summary: str,
+    *,
+    superseded_by: int | None = None,
+) -> events.Event:
+    """End a run that does not run (cancelled, errored by its planning or by workers that kept
+    dying): its record goes to the bucket like any result, so that every final state is where
+    reindex reads it. A run already recorded keeps its record (and its event is returned)."""
+    done = stored_finish(store, job)
+    if done is not None:
+        return done
+    event = finished_event(
+        job, state, summary, details=record_key(job), superseded_by=superseded_by
+    )
+    _put_record(store, job, event, {})
+    return event
+
+
+def _put_record(store: ObjectStore, job: Job, event: events.Event, details: dict[str, Any]) -> None:
+    store.put_json(
+        record_key(job),
+        {
+            "schema": "hwrepo.check/1",
+            "event": event.model_dump(mode="json"),
+            "job": job.model_dump(mode="json"),
+            "details": details,
+        },
+    )
+
+
 def store_result(store: ObjectStore, job: Job, result: CheckResult, started: Any) -> events.Event:
     """Upload the artifacts and the check record; return the `check.finished` event."""
     prefix = result_prefix(job.project_id, job.revision, job.check_id, job.run)
@@ -177,25 +226,16 @@ def store_result(store: ObjectStore, job: Job, result: CheckResult, started: Any
                 "description": artifact.description,
             }
         )
-    record_key = prefix + "check.json"
     event = finished_event(
         job,
         result.state,
         result.summary,
         counts=_counts(result),
-        details=record_key,
+        details=record_key(job),
         artifacts=artifacts,
         started=started,
     )
-    store.put_json(
-        record_key,
-        {
-            "schema": "hwrepo.check/1",
-            "event": event.model_dump(mode="json"),
-            "job": job.model_dump(mode="json"),
-            "details": result.details,
-        },
-    )
+    _put_record(store, job, event, result.details)
     return event
 
 

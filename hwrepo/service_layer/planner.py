@@ -54,6 +54,7 @@ class BucketRevision:
 class PlannedCheck:
     job: Job
     planned: PlannedJob
+    finished: events.Event | None = None  # a planning error ends the check at once
 
     def queued_event(self) -> events.Event:
         return jobs.queued_event(self.job, self.planned.detected)
@@ -136,6 +137,9 @@ def plan_revision(store: ObjectStore, kinds: list[CheckKind], manifest_key: str)
                 revision=revision,
                 waivers=waivers,
             )
-            plan.checks.append(PlannedCheck(job, planned))
+            check = PlannedCheck(job, planned)
+            if planned.error is not None:  # recorded like any final state, for reindex
+                check.finished = jobs.store_outcome(store, job, "errored", planned.error)
+            plan.checks.append(check)
     store.put_json(plan_key(plan.project_id, plan.number), plan.document())
     return plan

@@ -29,7 +29,15 @@ from hwrepo.domain import events
 from hwrepo.domain.documents import manifest_document
 from hwrepo.domain.errors import Conflict, Invalid, NotFound, TooLarge
 from hwrepo.domain.media import media_type
-from hwrepo.domain.model import FileEntry, Project, Revision, Role, User, utcnow
+from hwrepo.domain.model import (
+    MAX_REVISION,
+    FileEntry,
+    Project,
+    Revision,
+    Role,
+    User,
+    utcnow,
+)
 from hwrepo.domain.paths import UnsafePath, normalise_relpath
 from hwrepo.metrics import BLOB_BYTES
 from hwrepo.service_layer.backends import Backends
@@ -83,7 +91,7 @@ def create_revision(
         author = require_role(project, actor, Role.MAINTAINER, "uploading a revision")
         inherited: list[FileEntry] = []
         if base is not None:
-            base_revision = index.revision(project.id, base)
+            base_revision = index.revision(project.id, base) if 1 <= base <= MAX_REVISION else None
             if base_revision is None:
                 raise Invalid(f"base revision {base} does not exist in {project.full_name}")
             inherited = base_revision.files
@@ -367,7 +375,8 @@ def get_revision(
 ) -> tuple[Project, Revision]:
     with backends.reading() as index:
         project = visible_project(index, actor, owner, name)
-        revision = index.revision(project.id, number)
+        # Beyond what the index can hold there is no revision (and nothing to ask it).
+        revision = index.revision(project.id, number) if 1 <= number <= MAX_REVISION else None
     if revision is None:
         raise NotFound(f"{project.full_name} has no revision {number}")
     return project, revision

@@ -4,8 +4,10 @@ stored (no revision, no revision number used up, no blob)."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 
@@ -170,6 +172,13 @@ def _hex(label: str, size: int) -> bytes:
     return content(label, size // 2).hex().encode()
 
 
+def _dup_zip(members: list[tuple[str, bytes]]) -> bytes:
+    """A zip that holds one name twice (zipfile warns, and writes it all the same)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return make_zip(members)
+
+
 def _tar_member(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, bytes]:
     return tar_special(name, kind, linkname=linkname), b""
 
@@ -303,6 +312,67 @@ def test_hostile_archive_members_are_rejected_and_nothing_is_stored(
     _run_attacks(api, backends, alice, attacks)
 
 
+def test_ambiguous_and_deceptive_archives_are_rejected_and_nothing_is_stored(
+    api: TestClient, backends: Backends, alice: Actor
+) -> None:
+    tarred = make_tar([_good("t1"), ("rtl/top.v", b"module top; endmodule\n")])
+    gz_inner = make_tar([_good("t2"), ("a.txt", b"a")])
+    attacks = [
+        Attack(
+            "a zip holding one name twice",
+            archives=[("dup.zip", _dup_zip([_good("d1"), ("top.v", b"one"), ("top.v", b"two")]))],
+            entry="top.v",
+            words=["two members of this name"],
+        ),
+        Attack(
+            "a zip naming one file twice, differently spelt",
+            archives=[("dup.zip", make_zip([("rtl/a.v", b"one"), ("./rtl//a.v", b"two")]))],
+            entry="./rtl//a.v",
+            words=["the same file as the earlier member 'rtl/a.v'"],
+        ),
+        Attack(
+            "a right-to-left override in a zip member's name",
+            archives=[("rlo.zip", make_zip([_good("r1"), ("evil\u202etxt.exe", b"x")]))],
+            entry="evil\u202etxt.exe",
+            words=["U+202E", "RIGHT-TO-LEFT OVERRIDE", "look like another"],
+        ),
+        Attack(
+            "a zero-width space in a tar member's name",
+            archives=[("zw.tar", make_tar([_good("r2"), ("rtl/top\u200b.v", b"x")]))],
+            entry="rtl/top\u200b.v",
+            words=["U+200B", "ZERO WIDTH SPACE"],
+        ),
+        Attack(
+            "a format character in the target directory",
+            archives=[("a.zip", make_zip([("a.txt", b"a")]))],
+            directory="hw\u2066x",
+            entry="hw\u2066x",
+            words=["U+2066"],
+        ),
+        Attack(
+            "bytes after the end of a tar",
+            archives=[("tail.tar", tarred + b"a payload no tool lists")],
+            entry="tail.tar",
+            words=["after its end-of-archive marker", "belongs to no entry"],
+        ),
+        Attack(
+            "bytes after the end of a tar, inside its gzip stream",
+            archives=[("tail.tgz", gzip.compress(gz_inner + bytes(512) + b"\x01hidden"))],
+            entry="tail.tgz",
+            words=["after its end-of-archive marker"],
+        ),
+    ]
+    _run_attacks(api, backends, alice, attacks)
+    # Escaped in the detail, so it reads as what it is.
+    create_project(api, alice, "other")
+    r = upload(api, alice, "alice/other", archives=[("rlo.zip", make_zip([("a\u202eb", b"x")]))])
+    detail = assert_problem(r, 422)["detail"]
+    assert "\u202e" not in detail and "'a\\u202eb'" in detail, detail
+    # Zero padding after the end is what tar writes: accepted.
+    padded = ("padded.tar", tarred + bytes(20 * 1024))
+    assert uploaded(api, alice, "alice/other", {}, archives=[padded])["number"] == 1
+
+
 def test_uploads_over_the_limits_are_rejected_and_nothing_is_stored(
     api: TestClient, backends: Backends, alice: Actor
 ) -> None:
@@ -387,6 +457,12 @@ def test_hostile_plain_file_names_are_rejected_and_nothing_is_stored(
         Attack("deep traversal", files={**good, "rtl/../../x": b"x"}, entry="rtl/../../x"),
         Attack("absolute", files={**good, "/etc/passwd": b"x"}, entry="/etc/passwd"),
         Attack("reserved", files={**good, ".hwrepo/x": b"x"}, entry=".hwrepo/x"),
+        Attack(
+            "a right-to-left override",
+            files={**good, "evil\u202etxt.exe": b"x"},
+            entry="evil\u202etxt.exe",
+            words=["U+202E"],
+        ),
         Attack("directory field", files=good, directory="../up", entry="../up"),
         Attack(
             "directory field for an archive",

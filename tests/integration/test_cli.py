@@ -10,11 +10,12 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from hwrepo.config import Settings
+from hwrepo.config import EmbeddedPorts, Settings
+from hwrepo.entrypoints import embedded
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.users import token_digest
 from tests.conftest import Actor
-from tests.integration.helpers import API, cli_env, create_project, uploaded
+from tests.integration.helpers import API, clean_env, cli_env, create_project, uploaded
 
 
 def hwrepo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -86,3 +87,35 @@ def test_command_line_errors_are_one_line_without_traceback(
     with backends.reading() as index:
         dave = index.user("dave")
     assert dave is not None and dave.tokens == []
+
+
+def test_reindex_on_nothing_starts_the_embedded_s3_and_waits_until_it_serves(
+    tmp_path: Path,
+) -> None:
+    """Each run starts on a data directory that does not exist yet, with nothing running: the
+    command starts the embedded S3 server itself and must wait until its API serves requests
+    (not only until its port accepts connections)."""
+    names = [n for n in EmbeddedPorts.model_fields if n != "nats"]
+    for attempt in range(6):
+        ports = embedded.free_ports(len(names))
+        env = clean_env(
+            HWREPO_DATA_DIR=str(tmp_path / f"data-{attempt}"),
+            **{f"HWREPO_EMBEDDED__{n.upper()}": str(p) for n, p in zip(names, ports, strict=True)},
+        )
+        r = hwrepo(env, "reindex")
+        assert r.returncode == 0, (attempt, r.stderr)
+        assert r.stdout == "reindexed 0 users, 0 projects, 0 revisions, 0 checks (0 skipped)\n"
+        assert "Traceback" not in r.stderr, (attempt, r.stderr)
+        assert not embedded.answers(ports[names.index("s3")])  # stopped again
+
+
+def test_an_s3_error_is_one_line_with_the_servers_words(settings: Settings, tmp_path: Path) -> None:
+    env = cli_env(settings, tmp_path / "cli-data")
+    env["HWREPO_S3_SECRET_KEY"] = "not-the-secret-key"
+    for args in (("reindex",), ("users", "create", "erin")):
+        r = hwrepo(env, *args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr and "frozen" not in r.stderr, r.stderr
+        (line,) = r.stderr.splitlines()
+        assert line.startswith("error: S3 object storage answered with an error: "), line
+        assert "SignatureDoesNotMatch" in line or "AccessDenied" in line, line

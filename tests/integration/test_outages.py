@@ -5,7 +5,11 @@ once NATS is back. Each test kills its own throwaway server, never the shared on
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +20,7 @@ from sqlalchemy import select
 
 from hwrepo.adapters import eventbus
 from hwrepo.adapters.db.orm import OutboxRow
+from hwrepo.adapters.objectstore import ObjectStore
 from hwrepo.config import Settings
 from hwrepo.domain import events
 from hwrepo.entrypoints import embedded
@@ -102,6 +107,78 @@ def test_s3_down_is_503_and_nothing_is_half_written(
             assert client.get(f"{API}/alice/blinky/revisions/1/files/a.txt").content == b"first"
     finally:
         backends.close()
+
+
+def test_stopped_s3_is_503_within_seconds_and_nothing_is_half_written(
+    settings: Settings, throwaway_s3: embedded.Server
+) -> None:
+    """A stopped S3 server (SIGSTOP) still accepts connections but never answers: every call
+    must give up after one read timeout, not hang for minutes."""
+    s3_settings = settings.model_copy(
+        update={"s3_endpoint": f"http://127.0.0.1:{throwaway_s3.ready_port}"}
+    )
+    backends = prepare_backends(s3_settings)
+    assert throwaway_s3.process is not None
+    weed = throwaway_s3.process.pid
+    try:
+        alice = make_actor(backends, "alice")
+        with TestClient(create_app(s3_settings, backends)) as client:
+            create_project(client, alice, "blinky")
+            assert uploaded(client, alice, "alice/blinky", {"a.txt": b"first"})["number"] == 1
+            wait_for("ready", lambda: _readiness(client)[0] == 200)
+            stored = set(backends.store.list_keys(""))
+
+            os.killpg(weed, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                r = upload(client, alice, "alice/blinky", {"b.txt": b"never stored"})
+                took = time.monotonic() - started
+                problem = assert_problem(r, 503)
+                assert problem["detail"].startswith("S3 object storage is unreachable"), problem
+                assert problem["service"] == "S3 object storage"
+                assert took < 10, f"the upload took {took:.1f} s to fail"
+                for url in ("revisions/1/files/a.txt", "revisions/1/archive.zip"):
+                    started = time.monotonic()
+                    r = client.get(f"{API}/alice/blinky/{url}")
+                    took = time.monotonic() - started
+                    assert_problem(r, 503)
+                    assert took < 10, f"{url} took {took:.1f} s to fail"
+                started = time.monotonic()
+                status, checks = _readiness(client)
+                assert status == 503 and checks["s3"] != "ok", checks
+                assert time.monotonic() - started < 10
+                # The index still answers what it knows.
+                assert client.get(f"{API}/alice/blinky/revisions/1").status_code == 200
+            finally:
+                os.killpg(weed, signal.SIGCONT)
+
+            wait_for("S3 back", lambda: _readiness(client)[0] == 200)
+            assert revision_total(client, alice, "alice/blinky") == 1
+            assert set(backends.store.list_keys("")) == stored  # no blob, no manifest
+            r = uploaded(client, alice, "alice/blinky", {"b.txt": b"stored now"}, message="again")
+            assert (r["number"], r["new_bytes"]) == (2, len(b"stored now"))
+            assert client.get(f"{API}/alice/blinky/revisions/1/files/a.txt").content == b"first"
+            zipped = client.get(f"{API}/alice/blinky/revisions/2/archive.zip")
+            assert zipped.status_code == 200 and zipped.content.startswith(b"PK")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(weed, signal.SIGCONT)
+        backends.close()
+
+
+def test_a_slow_download_that_keeps_moving_is_not_cut_off(backends: Backends) -> None:
+    """The S3 timeout bounds each read, not a transfer: a download that takes several times
+    the timeout, but never waits that long for a byte, completes."""
+    data = os.urandom(24 * 1024 * 1024)
+    backends.store.put_bytes("slow/big.bin", data, "application/octet-stream")
+    store = ObjectStore(bucket=backends.store.bucket, timeout_s=1.0, **backends.settings.s3)
+    digest = hashlib.sha256()
+    started = time.monotonic()
+    for chunk in store.stream("slow/big.bin"):
+        digest.update(chunk)
+        time.sleep(0.15)  # a slow client: 24 chunks of 1 MiB, some 3.6 s in all
+    assert time.monotonic() - started > 3.0  # three times the timeout
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 async def _stored_events(settings: Settings, project_id: str) -> list[Msg]:

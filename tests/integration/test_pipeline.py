@@ -254,8 +254,38 @@ def test_a_newer_revision_cancels_the_queued_jobs_of_an_older_one(
         new = wait_for_checks(client, project, 2, timeout_s=120)
     assert {c["state"] for c in old["checks"]} == {"cancelled"}
     assert all("superseded" in c["summary"] for c in old["checks"])
-    assert old["state"] == "failure"
+    assert old["state"] == "superseded"  # not checked, rather than failed
     assert {c["state"] for c in new["checks"]} == {"passed"}
+
+
+def test_a_rerun_of_a_superseded_revision_runs(
+    stack: tuple[Settings, Backends, TestClient],
+) -> None:
+    """A maintainer's explicit re-run of an older revision's check is run, although a newer
+    revision exists: supersession cancels only queued work nobody asked for again."""
+    settings, backends, client = stack
+    alice = make_actor(backends, "alice")
+    project = _project(client, alice, "again")
+    upload_dir(client, alice.headers, project, DESIGNS / "rtl-counter" / "rtl", message="one")
+    upload_dir(client, alice.headers, project, DESIGNS / "rtl-counter" / "rtl", message="two")
+    with running_worker(settings, kinds=[], plan=True):
+        deadline = time.monotonic() + 60
+        url = f"/api/v1/projects/{project}/revisions/{{}}/checks"
+        while not all(client.get(url.format(n)).json()["planned"] for n in (1, 2)):
+            assert time.monotonic() < deadline, "the planner did not plan both revisions"
+            time.sleep(0.2)
+    with running_worker(settings, kinds=["rtl-lint", "rtl-structure"], plan=False):
+        old = wait_for_checks(client, project, 1, timeout_s=120)
+        assert {c["state"] for c in old["checks"]} == {"cancelled"}
+        lint = next(c for c in old["checks"] if c["kind"] == "rtl-lint")
+        r = client.post(lint["url"] + "/rerun", headers=alice.headers)
+        assert r.status_code == 202 and r.json() == {"queued": [lint["id"]]}, r.text
+        again = wait_for_checks(client, project, 1, timeout_s=120)
+    rerun = next(c for c in again["checks"] if c["kind"] == "rtl-lint")
+    assert (rerun["run"], rerun["state"]) == (2, "passed"), rerun["summary"]
+    structure = next(c for c in again["checks"] if c["kind"] == "rtl-structure")
+    assert (structure["run"], structure["state"]) == (1, "cancelled")  # not asked for again
+    assert again["state"] == "superseded"  # what did not pass was superseded
 
 
 def test_queued_checks_no_worker_can_run_are_named(

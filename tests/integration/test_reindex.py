@@ -3,7 +3,9 @@ repository then behaves as before (same projects, members, revisions, tokens, nu
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from hwrepo.domain.model import Project, Revision, User
 from hwrepo.entrypoints.api.app import create_app
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.reindex import reindex
-from tests.conftest import Actor
+from tests.conftest import Actor, make_actor
 from tests.integration.helpers import (
     API,
     assert_problem,
@@ -27,6 +29,7 @@ from tests.integration.helpers import (
     upload,
     uploaded,
 )
+from tests.pipeline import pipeline_stack, running_worker, wait_for_checks
 
 
 @dataclass
@@ -223,3 +226,66 @@ def test_reindex_in_place_is_idempotent_and_keeps_deleted_projects_out(
         assert snapshot(backends) == before
     assert_problem(api.get(f"{API}/alice/gone", headers=alice.headers), 404)
     assert uploaded(api, alice, "alice/board", {"next.txt": b"n"})["number"] == 4
+
+
+COUNTER = Path(__file__).resolve().parents[2] / "designs" / "rtl-counter" / "rtl" / "counter.v"
+
+
+def _checks_view(client: TestClient, project: str, number: int) -> dict[str, Any]:
+    body = client.get(f"{API}/{project}/revisions/{number}/checks").json()
+    return {
+        "state": body["state"],
+        "checks": sorted(
+            (c["id"], c["kind"], c["name"], c["run"], c["state"], c["summary"])
+            for c in body["checks"]
+        ),
+    }
+
+
+def test_reindex_keeps_checks_that_ended_without_running(
+    settings: Settings, tmp_path: Path, fresh_database: str
+) -> None:
+    """Cancelled by a newer revision, and errored by its planning: final states that no job
+    ever ran for. After the index is lost they come back as they were, not queued."""
+    rtl = {"rtl/counter.v": COUNTER.read_bytes()}
+    with pipeline_stack(settings, tmp_path) as (own, backends, client):
+        alice = make_actor(backends, "alice")
+        create_project(client, alice, "busy")
+        create_project(client, alice, "broken")
+        uploaded(client, alice, "alice/busy", rtl, message="one")
+        uploaded(client, alice, "alice/busy", rtl, message="two")
+        bad_toml = b'[rtl]\nfail_on = ["sometimes"]\n'
+        uploaded(client, alice, "alice/broken", {**rtl, "hwrepo.toml": bad_toml})
+        revisions = [("alice/busy", 1), ("alice/busy", 2), ("alice/broken", 1)]
+        with running_worker(own, kinds=[], plan=True):  # planned before any job runs
+            deadline = time.monotonic() + 60
+            url = f"{API}/{{}}/revisions/{{}}/checks"
+            while not all(client.get(url.format(*r)).json()["planned"] for r in revisions):
+                assert time.monotonic() < deadline, "the planner did not plan every revision"
+                time.sleep(0.2)
+        with running_worker(own, kinds=["rtl-lint", "rtl-structure"], plan=False):
+            for project, number in revisions:
+                wait_for_checks(client, project, number, timeout_s=120)
+        before = {r: _checks_view(client, *r) for r in revisions}
+        assert {c[4] for c in before[("alice/busy", 1)]["checks"]} == {"cancelled"}
+        assert {c[4] for c in before[("alice/busy", 2)]["checks"]} == {"passed"}
+        broken = before[("alice/broken", 1)]["checks"]
+        assert {c[4] for c in broken} == {"errored"} and len(broken) == 2
+        assert all("fail_on" in c[5] for c in broken), broken
+
+        rebuilt_settings = own.model_copy(update={"database_url": fresh_database})
+        rebuilt = Backends.from_settings(rebuilt_settings)
+        try:
+            report = reindex(rebuilt)
+            assert report.checks == 6
+            with TestClient(create_app(rebuilt_settings, rebuilt, relay=False)) as rebuilt_api:
+                after = {r: _checks_view(rebuilt_api, *r) for r in revisions}
+                assert after == before
+                # Final again, so a maintainer may re-run them.
+                cancelled = before[("alice/busy", 1)]["checks"][0][0]
+                r = rebuilt_api.post(
+                    f"{API}/alice/busy/revisions/1/checks/{cancelled}/rerun", headers=alice.headers
+                )
+                assert (r.status_code, r.json()) == (202, {"queued": [cancelled]}), r.text
+        finally:
+            rebuilt.close()

@@ -7,10 +7,12 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,9 @@ from fastapi.testclient import TestClient
 
 from hwrepo.config import Settings
 from hwrepo.domain.events import EVENTS_STREAM
+from hwrepo.entrypoints.api.app import create_app
 from hwrepo.service_layer.backends import Backends
+from hwrepo.service_layer.reindex import reindex
 from tests.conftest import make_actor
 from tests.pipeline import pipeline_stack
 
@@ -82,15 +86,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             _kill(proc)
 
 
-def _wait_state(client: TestClient, project: str, state: str, timeout_s: float) -> dict:
+def _wait_state(
+    client: TestClient, project: str, state: str, timeout_s: float, summary: str = ""
+) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         checks = client.get(f"/api/v1/projects/{project}/revisions/1/checks").json()["checks"]
         checks = [c for c in checks if c["kind"] == "simulation"]
-        if checks and checks[0]["state"] == state:
+        if checks and checks[0]["state"] == state and summary in checks[0]["summary"]:
             return checks[0]
         time.sleep(0.2)
-    raise AssertionError(f"no check reached {state!r} in {timeout_s} s: {checks}")
+    raise AssertionError(f"no check reached {state!r} {summary!r} in {timeout_s} s: {checks}")
 
 
 def _wait_final(client: TestClient, project: str, timeout_s: float) -> dict:
@@ -153,9 +159,14 @@ def test_killed_worker_job_is_redelivered_and_finishes_once(
         _stop(first)
     second = _worker(settings, tmp_path / "worker-2.log")
     try:
+        # While the redelivered job runs, the check shows that attempt, not the dead worker's.
+        again = _wait_state(client, project, "running", timeout_s=120, summary="(attempt 2)")
         check = _wait_final(client, project, timeout_s=180)
     finally:
         _stop(second)
+    assert running["summary"] == f"running on {socket.gethostname()}:{first.pid} (attempt 1)"
+    assert again["summary"] == f"running on {socket.gethostname()}:{second.pid} (attempt 2)"
+    assert datetime.fromisoformat(again["started"]) > datetime.fromisoformat(running["started"])
     assert check["id"] == running["id"]
     assert check["state"] == "passed", check["summary"]
     assert check["run"] == 1
@@ -172,7 +183,7 @@ def test_killed_worker_job_is_redelivered_and_finishes_once(
 
 
 def test_a_job_whose_workers_keep_dying_ends_errored(
-    stack: tuple[Settings, Backends, TestClient], tmp_path: Path
+    stack: tuple[Settings, Backends, TestClient], tmp_path: Path, fresh_database: str
 ) -> None:
     settings, backends, client = stack
     project = _upload(client, settings, backends)
@@ -189,3 +200,16 @@ def test_a_job_whose_workers_keep_dying_ends_errored(
         _stop(second)
     assert check["state"] == "errored"
     assert "started 1 times and never finished" in check["summary"]
+
+    # Recorded in the bucket like any result: an index rebuilt from it says the same.
+    rebuilt_settings = settings.model_copy(update={"database_url": fresh_database})
+    rebuilt = Backends.from_settings(rebuilt_settings)
+    try:
+        reindex(rebuilt)
+        with TestClient(create_app(rebuilt_settings, rebuilt, relay=False)) as rebuilt_api:
+            again = _wait_final(rebuilt_api, project, timeout_s=1)
+    finally:
+        rebuilt.close()
+    assert {k: again[k] for k in ("id", "run", "state", "summary")} == {
+        k: check[k] for k in ("id", "run", "state", "summary")
+    }

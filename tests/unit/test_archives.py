@@ -440,6 +440,36 @@ def test_other_unsafe_names(area: StagingArea, inbox: Path, name: str) -> None:
     assert isinstance(exc.__cause__, UnsafePath)
 
 
+@pytest.mark.parametrize(
+    ("name", "char"),
+    [
+        ("evil\u202etxt.exe", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("rtl/\u2066top.v", "U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+        ("top\u200b.v", "U+200B (ZERO WIDTH SPACE)"),
+        ("\ufeffREADME.md", "U+FEFF (ZERO WIDTH NO-BREAK SPACE)"),
+        ("soft\u00adhyphen.txt", "U+00AD (SOFT HYPHEN)"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["zip", "tar", "tar.gz"])
+def test_format_characters_in_names_are_rejected_escaped(
+    area: StagingArea, staging: Path, inbox: Path, name: str, char: str, kind: str
+) -> None:
+    members = [("fine.txt", b"fine"), (name, b"deceptive")]
+    if kind == "zip":
+        archive = make_zip(inbox / "a.zip", members)
+    else:
+        archive = make_tar(inbox / f"a.{kind}", members, "w:gz" if kind == "tar.gz" else "w")
+    exc = rejected(area, archive)
+    assert exc.entry == name
+    assert f"invisible formatting character {char}" in exc.reason
+    message = str(exc)
+    assert name not in message and repr(name) in message  # the character shown escaped
+    assert message.isprintable()
+    assert area.files == [] and listing(staging) == []
+    with pytest.raises(UnsafePath, match="invisible formatting character"):
+        area.add_file(name, io.BytesIO(b"x"))
+
+
 def test_nul_in_a_zip_name(area: StagingArea, inbox: Path) -> None:
     # zipfile cannot write a NUL in a name (it cuts the name there), so patch the bytes
     archive = make_zip(inbox / "nul.zip", [("evil.txt#../../x", b"x")])
@@ -662,6 +692,37 @@ def test_tar_gz_bomb_after_the_end_marker(staging: Path, inbox: Path) -> None:
     assert listing(staging) == []
 
 
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize(
+    "trailer",
+    [b"a hidden payload", bytes(512) + b"\x01", bytes(10240) + b"PK\x03\x04 a zip after it"],
+)
+def test_bytes_after_the_end_of_a_tar_are_rejected(
+    area: StagingArea, staging: Path, inbox: Path, trailer: bytes, gz: bool
+) -> None:
+    tar_bytes = make_tar(inbox / "inner.tar", [("ok.txt", b"fine")]).read_bytes()
+    archive = inbox / ("tail.tgz" if gz else "tail.tar")
+    data = tar_bytes + trailer
+    archive.write_bytes(gzip.compress(data) if gz else data)
+    exc = rejected(area, archive)
+    assert exc.entry == exc.archive == archive.name
+    assert "it holds data after its end-of-archive marker" in exc.reason
+    assert "belongs to no entry" in exc.reason
+    assert area.files == [] and listing(staging) == []
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_zero_padding_after_the_end_of_a_tar_is_fine(
+    area: StagingArea, inbox: Path, gz: bool
+) -> None:
+    tar_bytes = make_tar(inbox / "inner.tar", [("ok.txt", b"fine")]).read_bytes()
+    for padding in (0, 512, 10240):
+        archive = inbox / ("padded.tgz" if gz else "padded.tar")
+        data = tar_bytes + bytes(padding)
+        archive.write_bytes(gzip.compress(data) if gz else data)
+        assert [f.path for f in add(area, archive)] == ["ok.txt"]
+
+
 def test_ratio_counts_every_member_of_an_archive(staging: Path, inbox: Path) -> None:
     limits = ArchiveLimits(max_file_size=MIB, max_total_size=64 * MIB, max_ratio=50.0)
     area = StagingArea(staging, limits)
@@ -840,11 +901,34 @@ def test_empty_gzip_stream(area: StagingArea, inbox: Path) -> None:
 # -- replacement and rollback ------------------------------------------------------------------
 
 
-def test_duplicates_within_an_archive_last_wins(
-    area: StagingArea, staging: Path, inbox: Path
+@pytest.mark.parametrize(
+    ("second", "words"),
+    [
+        ("a.txt", "the archive holds two members of this name"),
+        ("./a.txt", "it names the same file as the earlier member 'a.txt'"),
+        ("x//../a.txt", "'..' segment"),  # unsafe before it is a duplicate
+    ],
+)
+def test_a_zip_naming_one_file_twice_is_rejected(
+    area: StagingArea, staging: Path, inbox: Path, second: str, words: str
 ) -> None:
+    # Tools disagree on which of two members they extract: the archive is ambiguous.
     archive = make_zip(
-        inbox / "dup.zip", [("a.txt", b"first"), ("b.txt", b"bee"), ("./a.txt", b"second")]
+        inbox / "dup.zip", [("a.txt", b"first"), ("b.txt", b"bee"), (second, b"second")]
+    )
+    area.add_file("keep.txt", io.BytesIO(b"keep"))
+    exc = rejected(area, archive)
+    assert (exc.entry, exc.archive) == (second, "dup.zip")
+    assert words in exc.reason
+    assert f"archive 'dup.zip' rejected at {second!r}" in str(exc)
+    assert [f.path for f in area.files] == ["keep.txt"]
+    assert len(listing(staging)) == 1
+
+
+def test_duplicates_within_a_tar_last_wins(area: StagingArea, staging: Path, inbox: Path) -> None:
+    # A tar may be appended to (tar -r): its later member of a name is the newer one.
+    archive = make_tar(
+        inbox / "dup.tar", [("a.txt", b"first"), ("b.txt", b"bee"), ("./a.txt", b"second")]
     )
     staged = add(area, archive)
     assert [(f.path, f.local_path.read_bytes()) for f in staged] == [
@@ -881,7 +965,7 @@ def test_rejected_archive_leaves_everything_as_it_was(
     before_listing = listing(staging)
     archive = make_zip(
         inbox / "bad.zip",
-        [("a.txt", b"replacement"), ("c.txt", b"new"), ("a.txt", b"again"), ("../x", b"evil")],
+        [("a.txt", b"replacement"), ("c.txt", b"new"), ("../x", b"evil")],
     )
     exc = rejected(area, archive)
     assert exc.entry == "../x"

@@ -32,7 +32,6 @@ from hwrepo.domain.paths import (
         ("...", "..."),
         ("a/..b/c..", "a/..b/c.."),
         ("  spaced  /x", "  spaced  /x"),
-        ("\u202etxt.exe", "\u202etxt.exe"),
     ],
 )
 def test_normalises(name: str, expected: str) -> None:
@@ -92,6 +91,10 @@ def test_joins_under_base(name: str, base: str, expected: str) -> None:
         ("a\u2028b", "U+2028"),
         ("a\u2029b", "U+2029"),
         ("a\udcffb", "U+DCFF"),
+        ("evil\u202etxt.exe", "invisible formatting character U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("a\u200db", "U+200D (ZERO WIDTH JOINER)"),
+        ("a\u2067b/c", "U+2067 (RIGHT-TO-LEFT ISOLATE)"),
+        ("a/\u061cb", "U+061C (ARABIC LETTER MARK)"),
         (".hwrepo", "reserved"),
         (".hwrepo/config.json", "reserved"),
         ("./.hwrepo/x", "reserved"),

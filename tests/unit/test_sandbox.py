@@ -90,10 +90,12 @@ def settled(mark: str, baseline: int, timeout_s: float = 3.0) -> tuple[list[str]
 
 
 def own_cgroups() -> list[Path]:
-    root = sandbox._pids_cgroup_root()
-    if root is None:
-        return []
-    return list(root.parent.glob(f"hwrepo-sandbox-{os.getpid()}-*"))
+    """The cgroups of this process's sandboxes still there (pids and memory hierarchies)."""
+    found: set[Path] = set()
+    for root in (sandbox._pids_cgroup_root(), sandbox._memory_cgroup_root()):
+        if root is not None:
+            found.update(root.parent.glob(f"hwrepo-sandbox-{os.getpid()}-*"))
+    return sorted(found)
 
 
 # -- ordinary use ------------------------------------------------------------------------------
@@ -242,6 +244,66 @@ def test_allocating_10_gb_hits_the_memory_limit(ws: Path) -> None:
     assert result.killed_reason == "memory limit"
     assert "MemoryError" in result.output and "allocated" not in result.output
     assert result.wall_s < 5
+
+
+GIB = 1024**3
+HOG = (
+    "import sys, time\n"
+    "hog = bytearray(b'x') * (1 << 30)  # 1 GiB, every page written\n"
+    "print('holding 1 GiB', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.needs(
+    None
+    if sandbox._memory_cgroup_root() is not None
+    else "no memory cgroup can be made here: " + sandbox.memory_limit_mechanism()
+)
+def test_memory_is_limited_for_the_job_as_a_whole(ws: Path) -> None:
+    """Three children of one step, 1 GiB each, under a 2 GiB job limit: each is far below the
+    per-process address-space limit, together they are over the job's; the whole step is
+    killed, saying so, and nothing of it is left running."""
+    mark = marker()
+    code = (
+        "import subprocess, sys\n"
+        f"hog = {HOG!r}\n"
+        "kids = [subprocess.Popen([sys.executable, '-c', hog, sys.argv[1]]) for _ in range(3)]\n"
+        "print([kid.wait() for kid in kids], flush=True)\n"
+        "print('survived', flush=True)\n"
+    )
+    limits = SandboxLimits(
+        wall_s=60,
+        cpu_s=60,
+        memory_bytes=3 * GIB,
+        job_memory_bytes=2 * GIB,
+        processes=64,
+        output_bytes=1024**2,
+    )
+    baseline = host_processes()
+    result = py(ws, code, mark, limits=limits)
+    assert result.killed_reason == "memory limit", result
+    assert result.exit_code is None and not result.timed_out
+    assert "survived" not in result.output
+    assert result.output.count("holding 1 GiB") <= 2  # the third never got its gigabyte
+    assert result.wall_s < 30
+    left, count = settled(mark, baseline)
+    assert left == []
+    assert count <= baseline + 40
+    assert own_cgroups() == []
+
+
+def test_memory_below_the_job_limit_is_fine(ws: Path) -> None:
+    code = (
+        "import subprocess, sys\n"
+        "hog = 'b = bytearray(b\"x\") * (64 << 20); print(len(b) >> 20, flush=True)'\n"
+        "kids = [subprocess.Popen([sys.executable, '-c', hog]) for _ in range(3)]\n"
+        "print([kid.wait() for kid in kids])\n"
+    )
+    limits = SandboxLimits(wall_s=30, cpu_s=30, job_memory_bytes=GIB, output_bytes=1024**2)
+    result = py(ws, code, limits=limits)
+    assert result.exit_code == 0 and result.killed_reason is None, result
+    assert result.output.splitlines() == ["64", "64", "64", "[0, 0, 0]"]
 
 
 def test_file_larger_than_the_limit(ws: Path) -> None:

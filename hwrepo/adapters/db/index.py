@@ -125,6 +125,8 @@ def _check(row: CheckRow) -> Check:
         created=row.created,
         started=row.started,
         finished=row.finished,
+        attempt=row.attempt or 0,
+        superseded_by=row.superseded_by,
         details_key=row.details_key,
         artifacts=list(row.artifacts or []),
         counts=dict(row.counts or {}),
@@ -442,6 +444,8 @@ class Index:
         row.created = check.created
         row.started = check.started
         row.finished = check.finished
+        row.attempt = check.attempt
+        row.superseded_by = check.superseded_by
         row.details_key = check.details_key
         row.artifacts = list(check.artifacts)
         row.counts = dict(check.counts)

@@ -179,6 +179,8 @@ class CheckRow(Base):
     created: Mapped[datetime]
     started: Mapped[datetime | None] = mapped_column(nullable=True)
     finished: Mapped[datetime | None] = mapped_column(nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    superseded_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
     details_key: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     artifacts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -19,6 +19,7 @@ environments, model caches, library directories): no data directory, no secrets,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -66,6 +67,22 @@ def hwrepo_installation() -> tuple[Path, ...]:
     if not package.is_relative_to(prefix):
         dirs.append(package)
     return tuple(dirs)
+
+
+def _package_root() -> Path:
+    """The directory this process imported the hwrepo package from."""
+    import hwrepo
+
+    return Path(hwrepo.__file__).resolve().parent.parent
+
+
+# The in-sandbox entry point, importing hwrepo from the directory the worker imported it from
+# (a source checkout on PYTHONPATH, say), not from wherever the environment's own install of
+# hwrepo points: the sandbox runs the same code as the worker.
+_RUN_INSIDE = (
+    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "runpy.run_module('hwrepo.checks.run.inside', run_name='__main__', alter_sys=True)"
+)
 
 
 def python_env(extra_path: list[str] | None = None) -> dict[str, str]:
@@ -157,15 +174,8 @@ class Sandbox:
         response_file.unlink(missing_ok=True)
         request_file.write_text(json.dumps(request), encoding="utf-8")
         wall = timeout_s + BACKSTOP_S
-        limits = SandboxLimits(
-            wall_s=wall,
-            cpu_s=int(wall) + 1,
-            memory_bytes=self.limits.memory_bytes,
-            file_size_bytes=self.limits.file_size_bytes,
-            processes=self.limits.processes,
-            output_bytes=self.limits.output_bytes,
-        )
-        argv = [sys.executable, "-I", "-B", "-m", "hwrepo.checks.run.inside", entry]
+        limits = dataclasses.replace(self.limits, wall_s=wall, cpu_s=int(wall) + 1)
+        argv = [sys.executable, "-I", "-B", "-c", _RUN_INSIDE, str(_package_root()), entry]
         mounts = list(ro or [])
         if self.ws.cache.is_dir():  # the kind's own cache (parser tables): no project's data
             mounts.append(Mount(self.ws.cache.resolve(), CACHE_ROOT))

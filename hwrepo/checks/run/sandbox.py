@@ -28,10 +28,25 @@ all sandboxes running at the same time). A step that hits its process limit is k
 (cgroup: within 50 ms of the first failed fork; RLIMIT_NPROC: within 250 ms of the sandbox
 uid's task count reaching the limit).
 
+Memory is limited twice. Per process, RLIMIT_AS (`memory_bytes`) is the backstop: an allocation
+beyond it fails (a Python MemoryError, "memory limit"). For the sandbox as a whole, a memory
+cgroup made for each run holds every process of the step together to `job_memory_bytes`, swap
+included (cgroup v2 `memory.max`, `memory.swap.max` 0, `memory.oom.group` 1; or the v1 memory
+controller's `memory.limit_in_bytes` and `memory.memsw.limit_in_bytes`), so that forked children
+cannot each take the per-process limit. When the step goes over it the kernel's OOM killer
+strikes inside the cgroup (`memory.events` / `memory.oom_control` count `oom_kill`); the sandbox
+then kills the whole step at once (within 50 ms) and reports "memory limit". Where no memory
+cgroup can be made (no memory controller mounted, or none this process may create cgroups in),
+only RLIMIT_AS holds: each process is bounded, the job as a whole is not (up to `processes`
+times `memory_bytes`), and `memory_limit_mechanism()` says so. On a machine with only the cgroup
+v1 hierarchies (cgroup2 mounted without the memory controller), the v1 memory hierarchy is used,
+under the worker's own memory cgroup.
+
 The cgroup v2 parent can be set with the environment variable HWREPO_SANDBOX_CGROUP: a
-directory in the cgroup2 file system whose `cgroup.subtree_control` enables `pids` (for a
-systemd unit: `Delegate=yes`, with the worker moved into a leaf of its own). Without it, the
-worker's own cgroup is used when it can enable `pids` for its children.
+directory in the cgroup2 file system whose `cgroup.subtree_control` enables `pids` and
+`memory` (for a systemd unit: `Delegate=yes`, with the worker moved into a leaf of its own).
+Without it, the worker's own cgroup is used when it can enable them for its children; else the
+worker's own cgroups of the v1 `pids` and `memory` hierarchies.
 
 After a step, treat everything it could write (workspace, `rw_binds`) as hostile: it may hold
 symlinks pointing anywhere on the host, and files owned by the sandbox uid.
@@ -129,7 +144,10 @@ ProcessLimiter = Literal["auto", "cgroup", "rlimit"]
 class SandboxLimits:
     wall_s: float = 900.0  # wall-clock timeout: the whole process tree is killed
     cpu_s: int = 900  # RLIMIT_CPU per process
-    memory_bytes: int = 4 * 1024**3  # RLIMIT_AS per process (address space)
+    memory_bytes: int = 4 * 1024**3  # RLIMIT_AS per process (address space): the backstop
+    # Memory of the sandbox as a whole (every process of it together, tmpfs files included), in
+    # a memory cgroup made for the run, without swap; where none can be made, not enforced.
+    job_memory_bytes: int = 6 * 1024**3
     file_size_bytes: int = 2 * 1024**3  # RLIMIT_FSIZE; also the size of the /tmp tmpfs
     processes: int = 512  # tasks (processes and threads) of the sandbox at once
     # Output is never a reason to stop a healthy step: of stdout+stderr, `output_bytes` are
@@ -229,6 +247,15 @@ def process_limit_mechanism() -> str:
     return f"RLIMIT_NPROC of uid {SANDBOX_UID} (shared by concurrent sandboxes)"
 
 
+def memory_limit_mechanism() -> str:
+    """How the memory of a sandbox is limited on this machine (for logs and reports)."""
+    root = _memory_cgroup_root()
+    if root is not None:
+        limit = _LIMIT_FILES[("memory", root.version)]
+        return f"cgroup v{root.version} {limit} for the whole sandbox under {root.parent}"
+    return "RLIMIT_AS per process only (no memory cgroup can be made here)"
+
+
 # -- cgroups ---------------------------------------------------------------------------------
 
 
@@ -236,6 +263,15 @@ def process_limit_mechanism() -> str:
 class _CgroupRoot:
     version: int  # 1 or 2
     parent: Path  # sandboxes' cgroups are made here
+
+
+# What limits a controller, per cgroup version: the file its limit is written to.
+_LIMIT_FILES = {
+    ("pids", 1): "pids.max",
+    ("pids", 2): "pids.max",
+    ("memory", 1): "memory.limit_in_bytes",
+    ("memory", 2): "memory.max",
+}
 
 
 def _mounts() -> list[tuple[str, Path, str, set[str]]]:
@@ -268,15 +304,15 @@ def _in_mount(mount_root: str, mount_point: Path, path: str) -> Path | None:
     return mount_point if rel == "." else mount_point / rel
 
 
-def _probe(parent: Path) -> bool:
-    """Whether a child cgroup with a pids limit can be made in `parent`."""
+def _probe(parent: Path, limit_file: str, value: str) -> bool:
+    """Whether a child cgroup with this limit can be made in `parent`."""
     probe = parent / f"{_CGROUP_PREFIX}probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         probe.mkdir()
     except OSError:
         return False
     try:
-        (probe / "pids.max").write_text("8")
+        (probe / limit_file).write_text(value)
         return True
     except OSError:
         return False
@@ -285,7 +321,9 @@ def _probe(parent: Path) -> bool:
             probe.rmdir()
 
 
-def _v2_parent(mounts: list[tuple[str, Path, str, set[str]]], own: dict[str, str]) -> Path | None:
+def _v2_parent(
+    mounts: list[tuple[str, Path, str, set[str]]], own: dict[str, str], controller: str = "pids"
+) -> Path | None:
     configured = os.environ.get(_CGROUP_ENV)
     if configured:
         return Path(configured)
@@ -298,22 +336,24 @@ def _v2_parent(mounts: list[tuple[str, Path, str, set[str]]], own: dict[str, str
         if parent is None:
             continue
         try:
-            if "pids" not in (parent / "cgroup.controllers").read_text().split():
+            if controller not in (parent / "cgroup.controllers").read_text().split():
                 continue
-            if "pids" not in (parent / "cgroup.subtree_control").read_text().split():
-                (parent / "cgroup.subtree_control").write_text("+pids")
+            if controller not in (parent / "cgroup.subtree_control").read_text().split():
+                (parent / "cgroup.subtree_control").write_text(f"+{controller}")
         except OSError:
             continue
         return parent
     return None
 
 
-def _v1_parent(mounts: list[tuple[str, Path, str, set[str]]], own: dict[str, str]) -> Path | None:
-    if "pids" not in own:
+def _v1_parent(
+    mounts: list[tuple[str, Path, str, set[str]]], own: dict[str, str], controller: str = "pids"
+) -> Path | None:
+    if controller not in own:
         return None
     for root, point, fstype, options in mounts:
-        if fstype == "cgroup" and "pids" in options:
-            parent = _in_mount(root, point, own["pids"])
+        if fstype == "cgroup" and controller in options:
+            parent = _in_mount(root, point, own[controller])
             if parent is not None:
                 return parent
     return None
@@ -340,53 +380,129 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@functools.cache
-def _pids_cgroup_root() -> _CgroupRoot | None:
+def _cgroup_root(controller: str, probe_value: str) -> _CgroupRoot | None:
+    """Where this process can make cgroups limited by `controller`: under its own cgroup, in
+    the cgroup v2 hierarchy when the controller can be enabled there, else in the controller's
+    v1 hierarchy; None when neither works."""
     mounts, own = _mounts(), _own_cgroups()
-    for version, parent in ((2, _v2_parent(mounts, own)), (1, _v1_parent(mounts, own))):
-        if parent is not None and _probe(parent):
+    for version, parent in (
+        (2, _v2_parent(mounts, own, controller)),
+        (1, _v1_parent(mounts, own, controller)),
+    ):
+        limit_file = _LIMIT_FILES[(controller, version)]
+        if parent is not None and _probe(parent, limit_file, probe_value):
             _remove_stale(parent)
             return _CgroupRoot(version, parent)
     return None
 
 
-class _PidsCgroup:
-    """One run's cgroup: made before the sandbox starts, removed when it is empty."""
+@functools.cache
+def _pids_cgroup_root() -> _CgroupRoot | None:
+    return _cgroup_root("pids", "8")
 
-    def __init__(self, root: _CgroupRoot, max_tasks: int) -> None:
-        self.version = root.version
-        self.path = root.parent / f"{_CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self.path.mkdir()
+
+@functools.cache
+def _memory_cgroup_root() -> _CgroupRoot | None:
+    return _cgroup_root("memory", str(64 * 1024**2))
+
+
+class _RunCgroup:
+    """One run's cgroups, made before the sandbox starts and removed when empty: a pids limit
+    (`pids.max`) and a memory limit for the sandbox as a whole — cgroup v2 `memory.max` with
+    `memory.swap.max` 0 and `memory.oom.group` 1, or v1 `memory.limit_in_bytes` (and
+    `memory.memsw.limit_in_bytes`, so no swap either). Under v2 one directory holds both; under
+    v1 each controller has its own hierarchy, and the sandbox joins a directory in each."""
+
+    def __init__(
+        self,
+        pids: _CgroupRoot | None,
+        memory: _CgroupRoot | None,
+        max_tasks: int,
+        memory_bytes: int,
+    ) -> None:
+        name = f"{_CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.dirs: list[tuple[int, Path]] = []  # (version, directory), each once
+        self.pids_dir: Path | None = None
+        self.memory_dir: Path | None = None
+        self.memory_version = memory.version if memory is not None else 0
         try:
-            (self.path / "pids.max").write_text(str(max_tasks))
+            if pids is not None:
+                self.pids_dir = self._make(pids, name)
+                (self.pids_dir / "pids.max").write_text(str(max_tasks))
+            if memory is not None:
+                self.memory_dir = self._make(memory, name)
+                self._limit_memory(self.memory_dir, memory.version, memory_bytes)
         except OSError:
-            self.path.rmdir()
+            self.remove(wait_s=0)
             raise
 
-    @property
-    def procs(self) -> Path:
-        return self.path / "cgroup.procs"
+    def _make(self, root: _CgroupRoot, name: str) -> Path:
+        path = root.parent / name
+        if (root.version, path) not in self.dirs:
+            path.mkdir()
+            self.dirs.append((root.version, path))
+        return path
 
-    def limit_hit(self) -> bool:
+    @staticmethod
+    def _limit_memory(path: Path, version: int, memory_bytes: int) -> None:
+        if version == 2:
+            (path / "memory.max").write_text(str(memory_bytes))
+            for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
+                if (path / name).exists():
+                    (path / name).write_text(value)
+        else:
+            (path / "memory.limit_in_bytes").write_text(str(memory_bytes))
+            memsw = path / "memory.memsw.limit_in_bytes"  # present with swap accounting only
+            if memsw.exists():
+                with contextlib.suppress(OSError):
+                    memsw.write_text(str(memory_bytes))
+
+    @property
+    def limits_processes(self) -> bool:
+        return self.pids_dir is not None
+
+    @property
+    def procs(self) -> list[Path]:
+        """The `cgroup.procs` files the sandbox's first process writes itself into."""
+        return [path / "cgroup.procs" for _, path in self.dirs]
+
+    def limit_hit(self) -> str | None:
+        """ "memory limit" once the OOM killer killed a process of the run, "process limit" once
+        a fork failed at pids.max; else None."""
+        if self.memory_dir is not None and self._oom_kills() > 0:
+            return "memory limit"
+        if self.pids_dir is not None and self._event(self.pids_dir / "pids.events", "max") > 0:
+            return "process limit"
+        return None
+
+    def _oom_kills(self) -> int:
+        assert self.memory_dir is not None
+        if self.memory_version == 2:
+            return self._event(self.memory_dir / "memory.events", "oom_kill")
+        return self._event(self.memory_dir / "memory.oom_control", "oom_kill")
+
+    @staticmethod
+    def _event(path: Path, key: str) -> int:
         with contextlib.suppress(OSError, ValueError):
-            for line in (self.path / "pids.events").read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "max" and int(value) > 0:
-                    return True
-        return False
+            for line in path.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+        return 0
 
     def pids(self) -> list[int]:
-        try:
-            return [int(p) for p in self.procs.read_text().split()]
-        except (OSError, ValueError):
-            return []
+        found: set[int] = set()
+        for _, path in self.dirs:
+            with contextlib.suppress(OSError, ValueError):
+                found.update(int(p) for p in (path / "cgroup.procs").read_text().split())
+        return sorted(found)
 
     def kill_all(self) -> None:
-        kill = self.path / "cgroup.kill"
-        if self.version == 2 and kill.exists():
-            with contextlib.suppress(OSError):
-                kill.write_text("1")
-                return
+        for version, path in self.dirs:
+            kill = path / "cgroup.kill"
+            if version == 2 and kill.exists():
+                with contextlib.suppress(OSError):
+                    kill.write_text("1")
         for pid in self.pids():
             _kill_pid_if(pid, self._contains)
 
@@ -395,21 +511,23 @@ class _PidsCgroup:
             lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
         except OSError:
             return False
-        return any(line.endswith("/" + self.path.name) for line in lines)
+        name = self.dirs[0][1].name if self.dirs else None
+        return name is not None and any(line.endswith("/" + name) for line in lines)
 
-    def remove(self) -> None:
-        deadline = time.monotonic() + _REAP_S
-        while True:
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    return  # left for _remove_stale of a later worker
-            self.kill_all()
-            time.sleep(0.02)
+    def remove(self, wait_s: float = _REAP_S) -> None:
+        deadline = time.monotonic() + wait_s
+        for _, path in self.dirs:
+            while True:
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break  # left for _remove_stale of a later worker
+                self.kill_all()
+                time.sleep(0.02)
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -601,11 +719,12 @@ def _drop_privileges() -> list[str]:
     ]
 
 
-# The first process joins the run's cgroup (when there is one) and makes itself the first
-# victim of the OOM killer, then becomes prlimit, which becomes bwrap.
+# The first process joins the run's cgroups (the cgroup.procs files before "--", when there are
+# any) and makes itself the first victim of the OOM killer, then becomes prlimit, which becomes
+# bwrap.
 _LAUNCHER = (
-    'if [ -n "$1" ]; then echo $$ 2>/dev/null > "$1" || '
-    '{ echo "sandbox: cannot join the cgroup $1" >&2; exit 125; }; fi; shift; '
+    'while [ "$1" != -- ]; do echo $$ 2>/dev/null > "$1" || '
+    '{ echo "sandbox: cannot join the cgroup $1" >&2; exit 125; }; shift; done; shift; '
     "echo 1000 > /proc/self/oom_score_adj; "
     'exec "$@"'
 )
@@ -776,16 +895,20 @@ def run_sandboxed(
     root = _pids_cgroup_root() if process_limiter != "rlimit" else None
     if process_limiter == "cgroup" and root is None:
         raise SandboxError("no pids cgroup can be made here")
+    memory_root = _memory_cgroup_root()
 
     writable = [work.source, *(m.source for m in rw)]
     log = _Log(log_path, writable)
-    cgroup: _PidsCgroup | None = None
+    cgroup: _RunCgroup | None = None
     try:
         try:
             for tree in writable:
                 _hand_over(tree)
-            if root is not None:
-                cgroup = _PidsCgroup(root, limits.processes + 2)  # +2: the two bwraps
+            if root is not None or memory_root is not None:
+                # +2 tasks: the two bwraps
+                cgroup = _RunCgroup(
+                    root, memory_root, limits.processes + 2, limits.job_memory_bytes
+                )
         except OSError as exc:
             raise SandboxError(f"cannot prepare the sandbox: {exc}") from exc
         log.write(f"$ {shlex.join(argv)}\n".encode())
@@ -808,8 +931,9 @@ def run_sandboxed(
                 "-c",
                 _LAUNCHER,
                 "sh",
-                str(cgroup.procs) if cgroup is not None else "",
-                *_limits_argv(limits, nproc=cgroup is None),
+                *(str(procs) for procs in (cgroup.procs if cgroup is not None else [])),
+                "--",
+                *_limits_argv(limits, nproc=cgroup is None or not cgroup.limits_processes),
                 bwrap,
                 "--args",
                 str(fd),
@@ -847,7 +971,7 @@ def _supervise(
     proc: subprocess.Popen[bytes],
     start: float,
     limits: SandboxLimits,
-    cgroup: _PidsCgroup | None,
+    cgroup: _RunCgroup | None,
     log: _Log,
 ) -> SandboxResult:
     assert proc.stdout is not None
@@ -911,11 +1035,12 @@ def _supervise(
                 timed_out, reason = True, f"wall-clock timeout ({limits.wall_s:g} s)"
                 break
             if status is None:
-                if cgroup is not None:
-                    if cgroup.limit_hit():
-                        reason = "process limit"
-                        break
-                elif init is not None and now >= next_count:
+                if cgroup is not None and (hit := cgroup.limit_hit()) is not None:
+                    reason = hit
+                    break
+                if (cgroup is None or not cgroup.limits_processes) and (
+                    init is not None and now >= next_count
+                ):
                     next_count = now + _NPROC_POLL_S
                     if _Init.uid_tasks() >= limits.processes:
                         reason = "process limit"
@@ -962,8 +1087,9 @@ def _supervise(
     exit_code: int | None = None
     if reason is None:
         exit_code, reason = _classify(status, tail.last(_TAIL_BYTES) or bytes(head[-_TAIL_BYTES:]))
-    if reason is None and cgroup is not None and cgroup.limit_hit():
-        reason = "process limit"  # a fork failed, though the step ended on its own
+    if cgroup is not None and (reason is None or reason == "killed by SIGKILL"):
+        # a fork failed, or the OOM killer struck, though the step ended on its own
+        reason = cgroup.limit_hit() or reason
     left_out = total - len(head) - tail.size
     output = head.decode("utf-8", errors="replace")
     if left_out > 0:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from hwrepo.domain.errors import Forbidden, Unauthenticated
-from hwrepo.domain.model import User
+from hwrepo.domain.model import MAX_OFFSET, MAX_PAGE, User
 from hwrepo.service_layer import users
 from hwrepo.service_layer.backends import Backends
 
@@ -49,6 +49,13 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 BackendsDep = Annotated[Backends, Depends(get_backends)]
 UserDep = Annotated[User | None, Depends(current_user)]
+
+# Every number of a path or query string is bounded here, so that none reaches the index (or a
+# slice) out of range: what is out of range is a 422; a revision number beyond any that can exist
+# is a 404 of the service layer.
+RevisionNumber = Annotated[int, Path(ge=1, description="the revision's number (1, 2, ...)")]
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+ByteOffset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 # Headers for bytes that come from a design (uploaded files, tool outputs such as SVG renders):

@@ -92,6 +92,18 @@ def install(app: FastAPI) -> None:
         )
         return problem(422, detail, title="Invalid request", request=request, errors=problems)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Whatever escaped the handlers above: a problem+json 500 too, never a text/plain page,
+        # and the traceback in the log (the text of an unexpected error stays there).
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return problem(
+            500,
+            "the server failed while answering this request; the error is in its log",
+            title="Internal server error",
+            request=request,
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase

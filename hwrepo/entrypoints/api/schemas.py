@@ -199,7 +199,7 @@ class CheckDetailOut(CheckOut):
 
 
 class ChecksOut(BaseModel):
-    state: Literal["pending", "success", "failure"]
+    state: Literal["pending", "success", "superseded", "failure"]
     planned: bool = Field(description="false until the planner announced this revision's checks")
     plan_errors: list[str] = Field(default_factory=list)
     waiting_for: list[str] = Field(

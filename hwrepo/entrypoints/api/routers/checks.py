@@ -15,7 +15,14 @@ from hwrepo.checks.registry import all_kinds
 from hwrepo.domain.checks import Check, CheckState
 from hwrepo.domain.errors import NotFound
 from hwrepo.domain.model import Project
-from hwrepo.entrypoints.api.deps import UNTRUSTED_CONTENT, BackendsDep, UserDep
+from hwrepo.entrypoints.api.deps import (
+    UNTRUSTED_CONTENT,
+    BackendsDep,
+    ByteOffset,
+    Page,
+    RevisionNumber,
+    UserDep,
+)
 from hwrepo.entrypoints.api.schemas import (
     ArtifactOut,
     CheckDetailOut,
@@ -33,7 +40,12 @@ FIRST_PAGE = 100
 
 
 async def found_check(
-    owner: str, name: str, number: int, check_id: str, backends: BackendsDep, user: UserDep
+    owner: str,
+    name: str,
+    number: RevisionNumber,
+    check_id: str,
+    backends: BackendsDep,
+    user: UserDep,
 ) -> tuple[Project, Check]:
     """The check named by the path, after the same visibility rules as its project."""
     return await run_in_threadpool(checks.get_check, backends, user, owner, name, number, check_id)
@@ -53,7 +65,12 @@ async def _live_kinds(request: Request) -> set[str]:
 
 @router.get("", response_model=ChecksOut)
 async def list_checks(
-    owner: str, name: str, number: int, request: Request, backends: BackendsDep, user: UserDep
+    owner: str,
+    name: str,
+    number: RevisionNumber,
+    request: Request,
+    backends: BackendsDep,
+    user: UserDep,
 ) -> ChecksOut:
     project, _, state, planned, errors, items = await run_in_threadpool(
         checks.list_checks, backends, user, owner, name, number
@@ -72,7 +89,7 @@ async def list_checks(
 
 @router.post("/rerun", response_model=RerunOut, status_code=202)
 async def rerun_all(
-    owner: str, name: str, number: int, backends: BackendsDep, user: UserDep
+    owner: str, name: str, number: RevisionNumber, backends: BackendsDep, user: UserDep
 ) -> RerunOut:
     queued = await run_in_threadpool(checks.rerun, backends, user, owner, name, number)
     return RerunOut(queued=[c.id for c in queued])
@@ -109,7 +126,12 @@ async def get_check(found: FoundCheck, backends: BackendsDep) -> CheckDetailOut:
 
 @router.post("/{check_id}/rerun", response_model=RerunOut, status_code=202)
 async def rerun_one(
-    owner: str, name: str, number: int, check_id: str, backends: BackendsDep, user: UserDep
+    owner: str,
+    name: str,
+    number: RevisionNumber,
+    check_id: str,
+    backends: BackendsDep,
+    user: UserDep,
 ) -> RerunOut:
     queued = await run_in_threadpool(checks.rerun, backends, user, owner, name, number, check_id)
     return RerunOut(queued=[c.id for c in queued])
@@ -132,7 +154,7 @@ async def violations(
     type: str | None = None,
     severity: str | None = None,
     waived: bool | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Page = 1,
     per_page: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ViolationPage:
     _, check = found
@@ -200,7 +222,7 @@ async def waveform(found: FoundCheck, backends: BackendsDep, via: Via = "stream"
 async def log(
     found: FoundCheck,
     backends: BackendsDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: ByteOffset = 0,
     limit: Annotated[int, Query(ge=1, le=8 * 1024 * 1024)] = 1024 * 1024,
 ) -> Response:
     """The job's log, paged by byte offset: `X-Log-Size` is its size, `X-Next-Offset` where the

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hwrepo.adapters.db.index import ProjectQuery
 from hwrepo.domain.model import ProjectKind
-from hwrepo.entrypoints.api.deps import BackendsDep
+from hwrepo.entrypoints.api.deps import BackendsDep, Page
 from hwrepo.service_layer import checks, projects, revisions
 
 router = APIRouter(include_in_schema=False)
@@ -26,7 +26,7 @@ async def catalogue(
     kind: Literal["hardware", "software"] | None = None,
     topic: str | None = None,
     q: str | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Page = 1,
 ) -> HTMLResponse:
     query = ProjectQuery(
         viewer=None, kind=ProjectKind(kind) if kind else None, topic=topic, text=q, page=page
@@ -48,7 +48,11 @@ async def catalogue(
 
 @router.get("/{owner}/{name}", response_class=HTMLResponse)
 async def project_page(
-    request: Request, owner: str, name: str, backends: BackendsDep, revision: int | None = None
+    request: Request,
+    owner: str,
+    name: str,
+    backends: BackendsDep,
+    revision: Annotated[int | None, Query(ge=1)] = None,
 ) -> HTMLResponse:
     project, items, _ = await run_in_threadpool(
         revisions.list_revisions, backends, None, owner, name, 1, 50

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hwrepo.adapters.db.index import ProjectQuery
 from hwrepo.domain.model import ProjectKind
-from hwrepo.entrypoints.api.deps import BackendsDep, UserDep
+from hwrepo.entrypoints.api.deps import BackendsDep, Page, UserDep
 from hwrepo.entrypoints.api.schemas import (
     MemberIn,
     ProjectIn,
@@ -49,7 +49,7 @@ async def list_projects(
     q: Annotated[
         str | None, Query(max_length=200, description="text in name or description")
     ] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Page = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ProjectPage:
     query = ProjectQuery(

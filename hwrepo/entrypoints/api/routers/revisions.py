@@ -17,7 +17,13 @@ from starlette.datastructures import FormData, UploadFile
 from hwrepo.adapters.archives import ArchiveLimits, StagingArea
 from hwrepo.domain.errors import Invalid, TooLarge
 from hwrepo.domain.paths import normalise_relpath
-from hwrepo.entrypoints.api.deps import UNTRUSTED_CONTENT, BackendsDep, UserDep
+from hwrepo.entrypoints.api.deps import (
+    UNTRUSTED_CONTENT,
+    BackendsDep,
+    Page,
+    RevisionNumber,
+    UserDep,
+)
 from hwrepo.entrypoints.api.schemas import (
     RevisionBrief,
     RevisionOut,
@@ -126,7 +132,7 @@ async def list_revisions(
     name: str,
     backends: BackendsDep,
     user: UserDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Page = 1,
     per_page: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> RevisionPage:
     project, items, total = await run_in_threadpool(
@@ -156,7 +162,7 @@ async def list_revisions(
 
 @router.get("/{number}", response_model=RevisionOut)
 async def get_revision(
-    owner: str, name: str, number: int, backends: BackendsDep, user: UserDep
+    owner: str, name: str, number: RevisionNumber, backends: BackendsDep, user: UserDep
 ) -> RevisionOut:
     project, revision = await run_in_threadpool(
         revisions.get_revision, backends, user, owner, name, number
@@ -168,7 +174,7 @@ async def get_revision(
 async def download_file(
     owner: str,
     name: str,
-    number: int,
+    number: RevisionNumber,
     path: str,
     request: Request,
     backends: BackendsDep,
@@ -202,7 +208,7 @@ async def download_file(
 
 @router.get("/{number}/archive.zip", response_model=None)
 async def download_archive(
-    owner: str, name: str, number: int, backends: BackendsDep, user: UserDep
+    owner: str, name: str, number: RevisionNumber, backends: BackendsDep, user: UserDep
 ) -> StreamingResponse:
     project, revision = await run_in_threadpool(
         revisions.get_revision, backends, user, owner, name, number
