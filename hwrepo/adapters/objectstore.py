@@ -281,13 +281,17 @@ class ObjectStore:
 
     def blob_size(self, sha256: str) -> int | None:
         """The stored blob's size, or None when there is no such blob."""
-        try:
-            stat = self._call(lambda: self.client.stat_object(self.bucket, blob_key(sha256)))
-        except S3Error as exc:
-            if exc.code in _MISSING:
-                return None
-            raise
-        return int(stat.size or 0)
+
+        def run() -> int | None:
+            try:
+                stat = self.client.stat_object(self.bucket, blob_key(sha256))
+            except S3Error as exc:
+                if exc.code in _MISSING:
+                    return None
+                raise
+            return int(stat.size or 0)
+
+        return self._call(run)
 
     def put_verified_blob(
         self, sha256: str, reader: BinaryIO, size: int, content_type: str
@@ -295,6 +299,8 @@ class ObjectStore:
         """Store `size` bytes read from `reader` as the blob `sha256`, which they must be: the
         reader raises before the last byte is handed over when they are not, so the upload is
         abandoned and no object of that name appears (raises BlobMismatch)."""
+        if size == 0 and sha256 != hashlib.sha256(b"").hexdigest():
+            raise BlobMismatch(f"content-length is 0: no bytes were sent, which is not {sha256}")
         checked = _Verifying(reader, size, sha256)
         self._call(
             lambda: self.client.put_object(

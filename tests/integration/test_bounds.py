@@ -111,6 +111,7 @@ def _with_a_check(api: TestClient, backends: Backends, alice: Actor) -> dict[str
         "artifact": "log.txt",
         "member": "alice",
         "waiver_id": "w",
+        "sha256": "0" * 64,
     }
 
 
@@ -164,6 +165,8 @@ def test_every_number_out_of_range_is_a_problem_never_a_500(
     def valid_calls(methods: set[str]) -> None:
         """Every one answers with valid values (so a 404 below is the number's)."""
         for method, template, _, _ in params:
+            if template.endswith("/events"):
+                continue  # a live stream: it answers 200 and never ends (503 without NATS here)
             if method in methods:
                 r = api.request(method.upper(), template.format(**valid), headers=alice.headers)
                 assert r.status_code in {200, 202}, (method, template, r.status_code, r.text)

@@ -19,6 +19,7 @@ MAX_REVISION = 2**31 - 1
 
 
 async def _start(
+    request: Request,
     owner: str,
     name: str,
     backends: BackendsDep,
@@ -30,10 +31,10 @@ async def _start(
     after: Annotated[
         str | None, Query(description="resume after this event id (as Last-Event-ID)")
     ] = None,
-) -> streams.StreamStart:
+) -> tuple[streams.StreamStart, Client]:
     """Checked before the stream opens, so that a project the caller may not see is a 404
-    like everywhere else, not an empty stream."""
-    return await run_in_threadpool(
+    like everywhere else, not an empty stream (and NATS missing a 503)."""
+    start = await run_in_threadpool(
         lambda: streams.stream_start(
             backends,
             user,
@@ -43,22 +44,23 @@ async def _start(
             last_event_id=last_event_id or after,
         )
     )
+    return start, _nats(request)
 
 
 def _nats(request: Request) -> Client:
     nc = getattr(request.app.state, "nats", None)
     if nc is None or not nc.is_connected:
-        raise ServiceUnavailable("NATS JetStream is unreachable: no live events now")
+        raise ServiceUnavailable("NATS JetStream", "not connected: no live events now")
     return nc  # type: ignore[no-any-return]
 
 
 @router.get("/{owner}/{name}/events", response_class=EventSourceResponse)
 async def project_events(
-    start: Annotated[streams.StreamStart, Depends(_start)],
-    nc: Annotated[Client, Depends(_nats)],
+    opened: Annotated[tuple[streams.StreamStart, Client], Depends(_start)],
 ) -> AsyncIterator[ServerSentEvent]:
     """revision.created, revision.planned, check.queued/started/finished and the other events
     of the project (of one revision with `?revision=N`), each with its id; a reconnecting
     client's Last-Event-ID resumes exactly after it. Heartbeat comments every 15 s."""
+    start, nc = opened
     async for seq, kind, data in streams.project_events(nc.jetstream(), start):
         yield ServerSentEvent(id=str(seq), event=kind, raw_data=data)
