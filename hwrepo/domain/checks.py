@@ -27,6 +27,10 @@ class CheckState(StrEnum):
         return self not in {CheckState.QUEUED, CheckState.RUNNING}
 
 
+# The kind of checks that outside systems report (other CI, a lab's test bench…).
+EXTERNAL = "external"
+
+
 class RevisionState(StrEnum):
     PENDING = "pending"
     SUCCESS = "success"
@@ -57,12 +61,22 @@ class Check:
     job: dict[str, Any] = field(default_factory=dict)  # what was queued (for re-runs)
 
 
-def revision_state(planned: bool, checks: list[Check]) -> RevisionState:
-    """pending until the revision was planned and while any check is queued or running; then
-    success when every check passed (or there are none); superseded when every check that did
-    not pass was cancelled because a newer revision superseded this one (nothing failed: it was
-    not checked); else failure."""
+def missing_required(checks: list[Check], required: list[str]) -> list[str]:
+    """The required check names or kinds no check of the revision answers to (yet)."""
+    have = {c.name for c in checks} | {c.kind for c in checks}
+    return [r for r in required if r not in have]
+
+
+def revision_state(
+    planned: bool, checks: list[Check], required: list[str] | None = None
+) -> RevisionState:
+    """pending until the revision was planned, while any check is queued or running, and while
+    a required check (by name or kind) has not arrived; then success when every check passed
+    (or there are none); superseded when every check that did not pass was cancelled because a
+    newer revision superseded this one (nothing failed: it was not checked); else failure."""
     if not planned or any(not c.state.final for c in checks):
+        return RevisionState.PENDING
+    if missing_required(checks, required or []):
         return RevisionState.PENDING
     if all(c.state is CheckState.PASSED for c in checks):
         return RevisionState.SUCCESS

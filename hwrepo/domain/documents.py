@@ -87,6 +87,7 @@ def project_document(project: Project) -> dict[str, Any]:
         "updated": project.updated.isoformat(),
         "deleted": project.deleted,
         "waivers": list(project.waivers),
+        "required_checks": list(project.required_checks),
     }
 
 
@@ -106,6 +107,7 @@ def project_from_document(doc: dict[str, Any]) -> Project:
         updated=_time(doc["updated"]),
         deleted=bool(doc.get("deleted", False)),
         waivers=list(doc.get("waivers", [])),
+        required_checks=list(doc.get("required_checks", [])),
     )
 
 

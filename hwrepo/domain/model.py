@@ -135,6 +135,8 @@ class Project:
     deleted: bool = False
     # Waivers and severity overrides of check violations (see hwrepo.domain.checks.Waiver).
     waivers: list[dict[str, Any]] = field(default_factory=list)
+    # Check names or kinds a revision needs before it can succeed (e.g. an external CI's).
+    required_checks: list[str] = field(default_factory=list)
 
     @property
     def full_name(self) -> str:

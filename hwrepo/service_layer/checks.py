@@ -145,7 +145,8 @@ def list_checks(
     with backends.reading() as index:
         planned, errors = index.plan_state(revision.id)
         checks = index.revision_checks(revision.id)
-    return project, revision, revision_state(planned, checks), planned, errors, checks
+    state = revision_state(planned, checks, project.required_checks)
+    return project, revision, state, planned, errors, checks
 
 
 def get_check(

@@ -138,6 +138,19 @@ def create_project(
     return project
 
 
+def linked_from(backends: Backends, actor: User | None, project: Project) -> list[ProjectLink]:
+    """The projects (that the actor may see) linking to `project`, with their relation: a
+    board lists the firmware that links to it."""
+    with backends.reading() as index:
+        found = index.projects_linking_to(project.full_name, actor)
+    return [
+        ProjectLink(project=p.full_name, relation=link.relation)
+        for p in found
+        for link in p.links
+        if link.project == project.full_name
+    ]
+
+
 def update_project(
     backends: Backends, actor: User | None, owner: str, name: str, changes: dict[str, Any]
 ) -> Project:
@@ -157,6 +170,8 @@ def update_project(
             updated.topics = check_topics(changes["topics"])
         if "links" in changes:
             updated.links = _check_links(index, user, changes["links"])
+        if "required_checks" in changes:
+            updated.required_checks = sorted({str(c).strip() for c in changes["required_checks"]})
         _save(backends, index, updated, events.ProjectUpdated)
     return updated
 

@@ -92,6 +92,12 @@ def _replay_results(index: Index, doc: dict[str, Any]) -> int:
         for raw in doc.get("queued", []):
             found += record_in(index, Event.model_validate(raw))
         record_in(index, Event.model_validate(doc["planned"]))
+    elif doc.get("schema") == "hwrepo.check/1" and doc.get("events"):
+        # an external check: every event of its run, as it was reported
+        for raw in doc["events"]:
+            found += record_in(index, Event.model_validate(raw)) and raw.get("type") == (
+                "check.queued"
+            )
     elif doc.get("schema") == "hwrepo.check/1":
         record_in(index, Event.model_validate(doc["event"]))
     return found

@@ -98,6 +98,8 @@ def test_revision_without_checkable_files_is_planned_with_no_checks(
         "planned": True,
         "plan_errors": [],
         "waiting_for": [],
+        "required": [],
+        "missing_required": [],
         "counts": body["counts"],
         "checks": [],
     }

@@ -99,6 +99,12 @@ def _bodies() -> dict[tuple[str, str], dict[str, Any]]:
         ("post", PREFIX + "/blobs/missing"): {"json": {"files": [EVIL]}},
         ("post", PREFIX + "/revisions/commit"): {"json": {"files": [EVIL], "message": "x"}},
         ("put", PREFIX + "/blobs/{sha256}"): {"content": b"evil"},
+        ("post", PREFIX + "/revisions/{number}/checks/external"): {
+            "json": {"name": "ci", "state": "passed"}
+        },
+        ("patch", PREFIX + "/revisions/{number}/checks/external/{check_id}"): {
+            "json": {"state": "passed"}
+        },
     }
 
 

@@ -59,6 +59,8 @@ def test_create_returns_201_with_location_and_the_project(api: TestClient, alice
         "topics": ["fpga", "led"],
         "links": [],
         "members": {},
+        "required_checks": [],
+        "linked_from": [],
         "url": "/api/v1/projects/alice/blinky",
     }
     assert body["created"] == body["updated"]

@@ -93,6 +93,7 @@ def _project(row: ProjectRow) -> Project:
         created=row.created,
         updated=row.updated,
         waivers=list(row.waivers or []),
+        required_checks=list(row.required_checks or []),
     )
 
 
@@ -214,6 +215,11 @@ class Index:
         row = self.session.get(ProjectRow, project_id)
         return list(row.waivers or []) if row else []
 
+    def projects_linking_to(self, full_name: str, viewer: User | None) -> list[Project]:
+        """The projects the viewer may see whose links name `full_name` ("owner/name")."""
+        found, _ = self.search_projects(ProjectQuery(viewer=viewer, page=1, per_page=10_000))
+        return [p for p in found if any(link.project == full_name for link in p.links)]
+
     def search_projects(self, query: ProjectQuery) -> tuple[list[Project], int]:
         stmt = select(ProjectRow).join(UserRow, ProjectRow.owner_id == UserRow.id)
         viewer = query.viewer
@@ -275,6 +281,7 @@ class Index:
         row.links = [{"project": ln.project, "relation": ln.relation} for ln in project.links]
         row.updated = project.updated
         row.waivers = list(project.waivers)
+        row.required_checks = list(project.required_checks)
         row.topics = [
             ProjectTopicRow(project_id=project.id, topic=t, position=i)
             for i, t in enumerate(project.topics)

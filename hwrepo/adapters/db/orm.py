@@ -84,6 +84,7 @@ class ProjectRow(Base):
     created: Mapped[datetime]
     updated: Mapped[datetime]
     waivers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
+    required_checks: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     # Last revision number handed out; bumped under the row lock to number revisions.
     revision_counter: Mapped[int] = mapped_column(Integer, default=0)
     owner: Mapped[UserRow] = relationship()

@@ -19,6 +19,7 @@ from hwrepo.entrypoints.api.routers import (
     blobs,
     checks,
     events,
+    external,
     health,
     pages,
     projects,
@@ -98,6 +99,7 @@ def create_app(
     app.include_router(projects.router)
     app.include_router(blobs.router)
     app.include_router(revisions.router)
+    app.include_router(external.router)
     app.include_router(checks.router)
     app.include_router(user.router)
     app.include_router(events.router)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +36,11 @@ class ProjectPatch(BaseModel):
     description: str | None = Field(None, max_length=5000)
     topics: list[str] | None = None
     links: list[LinkIn] | None = None
+    required_checks: list[Annotated[str, Field(min_length=1, max_length=500)]] | None = Field(
+        None,
+        max_length=50,
+        description="check names or kinds every revision needs before it can succeed",
+    )
 
 
 class MemberIn(BaseModel):
@@ -60,6 +65,10 @@ class ProjectOut(BaseModel):
     topics: list[str]
     links: list[LinkOut]
     members: dict[str, str]
+    required_checks: list[str] = Field(default_factory=list)
+    linked_from: list[LinkOut] = Field(
+        default_factory=list, description="projects that link to this one (e.g. its firmware)"
+    )
     created: datetime
     updated: datetime
     url: str
@@ -78,6 +87,7 @@ class ProjectOut(BaseModel):
             topics=project.topics,
             links=[LinkOut(project=ln.project, relation=ln.relation) for ln in project.links],
             members={k: v.value for k, v in project.members.items()},
+            required_checks=list(project.required_checks),
             created=project.created,
             updated=project.updated,
             url=f"/api/v1/projects/{project.owner}/{project.name}",
@@ -205,6 +215,11 @@ class ChecksOut(BaseModel):
     waiting_for: list[str] = Field(
         default_factory=list,
         description="kinds of queued checks that no connected worker runs (they stay queued)",
+    )
+    required: list[str] = Field(default_factory=list, description="the project's required checks")
+    missing_required: list[str] = Field(
+        default_factory=list,
+        description="required checks (names or kinds) that have not arrived: the state waits",
     )
     counts: dict[str, int]
     checks: list[CheckOut]

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hwrepo.adapters import eventbus
 from hwrepo.checks.registry import all_kinds
-from hwrepo.domain.checks import Check, CheckState
+from hwrepo.domain.checks import EXTERNAL, Check, CheckState, missing_required
 from hwrepo.domain.errors import NotFound
 from hwrepo.domain.model import Project
 from hwrepo.entrypoints.api.deps import (
@@ -75,13 +75,15 @@ async def list_checks(
     project, _, state, planned, errors, items = await run_in_threadpool(
         checks.list_checks, backends, user, owner, name, number
     )
-    queued = {c.kind for c in items if c.state is CheckState.QUEUED}
+    queued = {c.kind for c in items if c.state is CheckState.QUEUED and c.kind != EXTERNAL}
     waiting = sorted(queued - await _live_kinds(request)) if queued else []
     return ChecksOut(
         state=state.value,
         planned=planned,
         plan_errors=errors,
         waiting_for=waiting,
+        required=project.required_checks,
+        missing_required=missing_required(items, project.required_checks),
         counts=checks.counts_by_state(items),
         checks=[CheckOut.of(project, c) for c in items],
     )

@@ -11,6 +11,7 @@ from hwrepo.adapters.db.index import ProjectQuery
 from hwrepo.domain.model import ProjectKind
 from hwrepo.entrypoints.api.deps import BackendsDep, Page, UserDep
 from hwrepo.entrypoints.api.schemas import (
+    LinkOut,
     MemberIn,
     ProjectIn,
     ProjectOut,
@@ -69,7 +70,11 @@ async def list_projects(
 
 @router.get("/{owner}/{name}", response_model=ProjectOut)
 async def get_project(owner: str, name: str, backends: BackendsDep, user: UserDep) -> ProjectOut:
-    return ProjectOut.of(await run_in_threadpool(projects.get_project, backends, user, owner, name))
+    project = await run_in_threadpool(projects.get_project, backends, user, owner, name)
+    out = ProjectOut.of(project)
+    links = await run_in_threadpool(projects.linked_from, backends, user, project)
+    out.linked_from = [LinkOut(project=ln.project, relation=ln.relation) for ln in links]
+    return out
 
 
 @router.patch("/{owner}/{name}", response_model=ProjectOut)

@@ -18,20 +18,20 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("tokens") as batch:
-        batch.add_column(
-            sa.Column("scope", sa.String(length=20), nullable=False, server_default="write")
-        )
-        batch.add_column(
-            sa.Column("expires", hwrepo.adapters.db.orm.UTCDateTime(timezone=True), nullable=True)
-        )
-        batch.add_column(
-            sa.Column("revoked", hwrepo.adapters.db.orm.UTCDateTime(timezone=True), nullable=True)
-        )
+    op.add_column(
+        "tokens", sa.Column("scope", sa.String(length=20), nullable=False, server_default="write")
+    )
+    op.add_column(
+        "tokens",
+        sa.Column("expires", hwrepo.adapters.db.orm.UTCDateTime(timezone=True), nullable=True),
+    )
+    op.add_column(
+        "tokens",
+        sa.Column("revoked", hwrepo.adapters.db.orm.UTCDateTime(timezone=True), nullable=True),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("tokens") as batch:
-        batch.drop_column("revoked")
-        batch.drop_column("expires")
-        batch.drop_column("scope")
+    # SQLite (3.35 and later) drops a column in place: rebuilding the table would cascade.
+    for column in ("revoked", "expires", "scope"):
+        op.drop_column("tokens", column)
