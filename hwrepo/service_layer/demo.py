@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hwrepo.adapters.archives import ArchiveLimits, StagingArea
 from hwrepo.adapters.db.index import ProjectQuery
-from hwrepo.service_layer import projects, revisions, users
+from hwrepo.service_layer import external, projects, revisions, users
 from hwrepo.service_layer.backends import Backends
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,16 @@ def seed(backends: Backends, designs: Path = DESIGNS) -> int:
             licence=entry["licence"],
             description=entry.get("description", ""),
             topics=entry.get("topics", []),
+            links=entry.get("links", []),
         )
+        if entry.get("required_checks"):
+            projects.update_project(
+                backends,
+                demo,
+                project.owner,
+                project.name,
+                {"required_checks": entry["required_checks"]},
+            )
         with tempfile.TemporaryDirectory(prefix="hwrepo-seed-") as tmp:
             staging = StagingArea(Path(tmp), ArchiveLimits())
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -53,13 +62,28 @@ def seed(backends: Backends, designs: Path = DESIGNS) -> int:
                     continue
                 with path.open("rb") as fh:
                     staging.add_file(path.relative_to(folder).as_posix(), fh)
-            revisions.create_revision(
+            outcome = revisions.create_revision(
                 backends,
                 demo,
                 project.owner,
                 project.name,
                 staging,
                 message=f"Example design {entry['path']}",
+            )
+        if reported := entry.get("external_check"):
+            # what the project's own CI would report about this revision
+            external.report_check(
+                backends,
+                demo,
+                project.owner,
+                project.name,
+                outcome.revision.number,
+                reported["name"],
+                external.Report(
+                    reported["state"],
+                    reported.get("summary"),
+                    reported.get("details_url"),
+                ),
             )
         count += 1
     log.info("published %d demo projects", count)

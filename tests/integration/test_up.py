@@ -214,6 +214,15 @@ def test_hwrepo_up_runs_seeds_once_stops_cleanly_and_refuses_busy_ports(
         listed = _get_json(f"{url}/api/v1/projects?per_page=100")
         assert sorted(p["full_name"] for p in listed["items"]) == demo
         assert listed["total"] == len(demo)
+        # hardware and software side by side: the board lists its firmware, whose own CI's
+        # report is there (and required)
+        board = _get_json(f"{url}/api/v1/projects/demo/clean-led")
+        assert {"project": "demo/firmware-blink", "relation": "firmware"} in board["linked_from"]
+        firmware = _get_json(f"{url}/api/v1/projects/demo/firmware-blink/revisions/1/checks")
+        assert firmware["required"] == ["firmware-ci"] and firmware["missing_required"] == []
+        assert [(c["kind"], c["name"], c["state"]) for c in firmware["checks"]] == [
+            ("external", "firmware-ci", "passed")
+        ]
 
         processes = _processes_of(first.process.pid, data_dir)
         names = _names(processes)
