@@ -19,6 +19,7 @@ import json
 from typing import Any, ClassVar
 
 from hwrepo.checks.core import violations as v
+from hwrepo.checks.core.compare import SOURCE_KEYS, CheckSide, Compared, Key, compare_violations
 from hwrepo.checks.core.kind import Artifact, CheckResult, SandboxedKind, Workspace, artifacts_from
 from hwrepo.domain.checks import Job
 
@@ -29,6 +30,12 @@ STATES = {"passed", "failed", "errored", "timed_out"}
 
 class FindingsKind(SandboxedKind):
     tool: ClassVar[str]  # the tool named in SARIF
+    # how a violation is recognised in another revision (see core/compare.py)
+    compare_keys: ClassVar[list[Key]] = SOURCE_KEYS
+    compare_positional: ClassVar[bool] = False
+
+    def compare(self, a: CheckSide | None, b: CheckSide | None) -> Compared:
+        return compare_violations(a, b, self.compare_keys, positional=self.compare_positional)
 
     def details(self, job: Job, ws: Workspace, details: dict[str, Any]) -> dict[str, Any]:
         """What the worker adds to the in-sandbox function's details."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 if TYPE_CHECKING:
+    from hwrepo.checks.core.compare import CheckSide, Compared
     from hwrepo.checks.run.runner import Sandbox
     from hwrepo.domain.checks import Job, Waiver
     from hwrepo.domain.model import FileEntry
@@ -215,6 +216,14 @@ class CheckKind(ABC):
 
     @abstractmethod
     def plan(self, revision: RevisionFiles) -> list[PlannedJob]: ...
+
+    def compare(self, a: CheckSide | None, b: CheckSide | None) -> Compared:
+        """What changed between two runs of this check (a: the older revision's, None when the
+        check is new; b: the newer's, None when it is gone), in the kind's own terms. The
+        comparison service adds the states; by default nothing more is said."""
+        from hwrepo.checks.core.compare import Compared
+
+        return Compared()
 
     @abstractmethod
     def run(self, job: Job, ws: Workspace, sandbox: Sandbox) -> CheckResult:

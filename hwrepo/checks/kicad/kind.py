@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
+from hwrepo.checks.core.compare import BOARD_KEYS, Key
 from hwrepo.checks.core.findings import FindingsKind
 from hwrepo.checks.core.kind import (
     CheckResult,
@@ -131,6 +132,8 @@ class KicadKind(FindingsKind):
 
     needs: ClassVar[str]
     tool: ClassVar[str] = KICAD_CLI
+    compare_keys: ClassVar[list[Key]] = BOARD_KEYS
+    compare_positional: ClassVar[bool] = True
 
     def available(self) -> str | None:
         return unavailable()

@@ -9,8 +9,9 @@ parser) or a tool failed.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from hwrepo.checks.core.compare import CheckSide, Compared, by_name, changed_fields
 from hwrepo.checks.rtl.kind import RtlKind
 
 
@@ -21,3 +22,41 @@ class RtlStructure(RtlKind):
     )
     inside: ClassVar[str] = "hwrepo.checks.rtl.inside:structure_check"
     tool: ClassVar[str] = "pyverilog"
+
+    def compare(self, a: CheckSide | None, b: CheckSide | None) -> Compared:
+        """Modules added and removed; per module, ports and parameters added, removed and
+        changed (direction, width, default)."""
+        before = by_name((a.details.get("modules") if a else None) or [])
+        after = by_name((b.details.get("modules") if b else None) or [])
+        changed = []
+        for name in sorted(set(before) & set(after)):
+            ports = _diff(before[name].get("ports"), after[name].get("ports"), PORT_FIELDS)
+            params = _diff(
+                before[name].get("parameters"), after[name].get("parameters"), PARAM_FIELDS
+            )
+            if any(ports.values()) or any(params.values()):
+                changed.append({"module": name, "ports": ports, "parameters": params})
+        return Compared(
+            {
+                "modules_added": sorted(set(after) - set(before)),
+                "modules_removed": sorted(set(before) - set(after)),
+                "modules_changed": changed,
+            }
+        )
+
+
+PORT_FIELDS = ("direction", "width", "bits", "signed", "type")
+PARAM_FIELDS = ("default", "value", "local")
+
+
+def _diff(a: Any, b: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    old, new = by_name(a or []), by_name(b or [])
+    return {
+        "added": [new[n] for n in sorted(set(new) - set(old))],
+        "removed": [old[n] for n in sorted(set(old) - set(new))],
+        "changed": [
+            {"name": n, **changed_fields(old[n], new[n], fields)}
+            for n in sorted(set(old) & set(new))
+            if changed_fields(old[n], new[n], fields)
+        ],
+    }

@@ -63,6 +63,7 @@ from defusedxml import ElementTree as defused
 from junitparser import Error, Failure, JUnitXml, Properties, Skipped, TestSuite
 from pydantic import ValidationError
 
+from hwrepo.checks.core.compare import CheckSide, Compared
 from hwrepo.checks.core.kind import (
     Artifact,
     CheckKind,
@@ -184,6 +185,9 @@ class SimulationKind(CheckKind):
         "cocotb testbenches on Icarus Verilog and Verilator, sandboxed: a verdict per test, "
         "the log and a waveform"
     )
+
+    def compare(self, a: CheckSide | None, b: CheckSide | None) -> Compared:
+        return compare_tests(a, b)
 
     # ------------------------------------------------------------------------- availability
 
@@ -1283,3 +1287,36 @@ def _tests_from_xml(
                 )
             )
     return tests
+
+
+def compare_tests(a: CheckSide | None, b: CheckSide | None) -> Compared:
+    """Tests by name: which started failing (with their messages), which started passing,
+    which still fail, which were added or removed."""
+    before = {t["name"]: t for t in (a.details.get("tests") if a else None) or []}
+    after = {t["name"]: t for t in (b.details.get("tests") if b else None) or []}
+    bad = {"failed", "errored"}
+
+    def brief(t: dict[str, Any]) -> dict[str, Any]:
+        keys = ("name", "status", "message", "sim_time_ns")
+        return {k: t.get(k) for k in keys}
+
+    entry = {
+        "newly_failing": [
+            {**brief(t), "was": before[n]["status"]}
+            for n, t in after.items()
+            if t["status"] in bad and n in before and before[n]["status"] not in bad
+        ],
+        "newly_passing": [
+            brief(t)
+            for n, t in after.items()
+            if t["status"] == "passed" and n in before and before[n]["status"] in bad
+        ],
+        "still_failing": [
+            brief(t)
+            for n, t in after.items()
+            if t["status"] in bad and before.get(n, {}).get("status") in bad
+        ],
+        "added": [brief(t) for n, t in after.items() if n not in before],
+        "removed": [brief(t) for n, t in before.items() if n not in after],
+    }
+    return Compared(entry)
