@@ -58,6 +58,10 @@ def result_prefix(project_id: str, number: int, check_id: str, run: int) -> str:
     return f"results/{project_id}/{number:010d}/{check_id}/{run}/"
 
 
+def comparison_prefix(project_id: str, a: int, b: int) -> str:
+    return f"comparisons/{project_id}/{a:010d}...{b:010d}/"
+
+
 def user_key(name: str) -> str:
     return f"users/{name}.json"
 

@@ -173,3 +173,16 @@ class CheckFinished(EventData):
     started: datetime | None = None
     finished: datetime | None = None
     superseded_by: int | None = None  # cancelled: the newer revision that superseded this one
+
+
+class ComparisonReady(EventData):
+    """The comparison of revision `b` with `a` (its parent) is stored and current."""
+
+    TYPE: ClassVar[str] = "comparison.ready"
+
+    project_id: str
+    a: int
+    b: int
+    key: str  # object key of the comparison document
+    complete: bool  # every check of both revisions had ended
+    checks: int

@@ -38,3 +38,21 @@ def media_type(path: str) -> str:
         return _BY_SUFFIX[suffix]
     guessed, _ = mimetypes.guess_type(path, strict=False)
     return guessed or "application/octet-stream"
+
+
+_TEXT_TYPES = {
+    "application/toml",
+    "application/json",
+    "application/xml",
+    "application/vnd.gerber",
+    "application/x-excellon",
+    "model/vrml",
+}
+
+
+def is_text(media: str) -> bool:
+    """Whether files of this media type are text people read line by line (KiCad's S-expression
+    files included)."""
+    return (
+        media.startswith("text/") or media.startswith("application/x-kicad") or media in _TEXT_TYPES
+    )

@@ -1,4 +1,5 @@
-"""The API side's event consumer: folds check and planning events into the index.
+"""The API side's event consumer: folds check and planning events into the index, and when a
+revision's last check ends, compares it with its parent (comparison.ready).
 
 A durable pull consumer (`hwrepo-recorder`) shared by every API process; recording is
 idempotent (see hwrepo.domain.checks.accepts), so redeliveries and duplicates are harmless. An
@@ -16,7 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from hwrepo.domain import events
 from hwrepo.domain.errors import ServiceUnavailable
-from hwrepo.service_layer import checks
+from hwrepo.service_layer import checks, comparisons
 from hwrepo.service_layer.backends import Backends
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ async def record_events(backends: Backends, nc: Client, stop: asyncio.Event) -> 
                 event = events.Event.from_json(msg.data)
                 if event.type in RECORDED:
                     await asyncio.to_thread(checks.record, backends, event)
+                if event.type == events.CheckFinished.TYPE:
+                    await asyncio.to_thread(_prepare_comparison, backends, event)
                 await msg.ack()
             except ServiceUnavailable as exc:
                 log.warning("recorder: %s; will retry", exc)
@@ -62,3 +65,15 @@ async def record_events(backends: Backends, nc: Client, stop: asyncio.Event) -> 
             except Exception:
                 log.exception("recorder: could not record an event; it will be redelivered")
                 await msg.nak(delay=5)
+
+
+def _prepare_comparison(backends: Backends, event: events.Event) -> None:
+    """Compare the revision with its parent ahead of time, so a reviewer opening the comparison
+    waits for nothing. An outage is retried with the event; any other failure only means the
+    comparison is computed when first asked for."""
+    try:
+        comparisons.prepare_after(backends, event)
+    except ServiceUnavailable:
+        raise
+    except Exception:
+        log.exception("recorder: could not compare revision %s ahead of time", event.revision)

@@ -469,6 +469,9 @@ class Index:
             OutboxRow(id=msg_id, subject=subject, payload=payload, created=utcnow(), attempts=0)
         )
 
+    def has_message(self, msg_id: str) -> bool:
+        return self.session.scalar(select(OutboxRow.seq).where(OutboxRow.id == msg_id)) is not None
+
     def pending_events(self, limit: int = 100) -> list[OutboxMessage]:
         """Unpublished rows in commit order, except those NATS refused MAX_REJECTIONS times."""
         stmt = (

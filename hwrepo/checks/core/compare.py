@@ -30,6 +30,7 @@ class CheckSide:
     state: str
     summary: str
     details: dict[str, Any]
+    artifact_names: list[str] = field(default_factory=list)
     artifact: Callable[[str], bytes | None] = lambda name: None
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from hwrepo.checks.core.compare import CheckSide, Compared
+from hwrepo.checks.kicad.compare_render import compare_render
 from hwrepo.checks.kicad.kind import KicadKind
 
 
@@ -22,3 +24,8 @@ class RenderKind(KicadKind):
     )
     inside: ClassVar[str] = "hwrepo.checks.kicad.inside:render"
     needs: ClassVar[str] = "any"
+
+    def compare(self, a: CheckSide | None, b: CheckSide | None) -> Compared:
+        """BOM lines by reference, board statistics side by side, each view paired with a
+        picture of the difference (see compare_render)."""
+        return compare_render(a, b)

@@ -18,6 +18,7 @@ from hwrepo.entrypoints.api import metrics, problems
 from hwrepo.entrypoints.api.routers import (
     blobs,
     checks,
+    compare,
     events,
     external,
     health,
@@ -101,6 +102,7 @@ def create_app(
     app.include_router(revisions.router)
     app.include_router(external.router)
     app.include_router(checks.router)
+    app.include_router(compare.router)
     app.include_router(user.router)
     app.include_router(events.router)
     app.include_router(pages.router)

@@ -171,7 +171,7 @@ async def violations(
     )
 
 
-async def _artifact_response(
+async def artifact_response(
     backends: BackendsDep, item: dict[str, Any], via: str, disposition: str = "inline"
 ) -> Response:
     if via == "presigned":
@@ -200,13 +200,13 @@ async def download_artifact(
     artifact: str, found: FoundCheck, backends: BackendsDep, via: Via = "stream"
 ) -> Response:
     _, check = found
-    return await _artifact_response(backends, checks.artifact(check, artifact), via)
+    return await artifact_response(backends, checks.artifact(check, artifact), via)
 
 
 @router.get("/{check_id}/sarif", response_model=None)
 async def sarif(found: FoundCheck, backends: BackendsDep) -> Response:
     _, check = found
-    return await _artifact_response(
+    return await artifact_response(
         backends, checks.artifact(check, "result.sarif"), "stream", "attachment"
     )
 
@@ -216,7 +216,7 @@ async def waveform(found: FoundCheck, backends: BackendsDep, via: Via = "stream"
     _, check = found
     for item in check.artifacts:
         if item["name"].endswith((".fst", ".vcd", ".ghw")):
-            return await _artifact_response(backends, item, via, "attachment")
+            return await artifact_response(backends, item, via, "attachment")
     raise NotFound(f"check {check.name!r} stored no waveform")
 
 
