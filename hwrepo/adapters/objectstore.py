@@ -62,6 +62,14 @@ def comparison_prefix(project_id: str, a: int, b: int) -> str:
     return f"comparisons/{project_id}/{a:010d}...{b:010d}/"
 
 
+def thread_key(project_id: str, thread_id: str) -> str:
+    return f"projects/{project_id}/reviews/threads/{thread_id}.json"
+
+
+def verdict_key(project_id: str, number: int, reviewer: str) -> str:
+    return f"projects/{project_id}/reviews/verdicts/{number:010d}/{reviewer}.json"
+
+
 def user_key(name: str) -> str:
     return f"users/{name}.json"
 

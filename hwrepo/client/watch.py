@@ -28,19 +28,29 @@ class Outcome:
     timed_out: bool = False
     waiting_for: list[str] = field(default_factory=list)
     events: int = 0
+    require_review: bool = False
+
+    @property
+    def state(self) -> str:
+        """The state waited for: the checks' alone, or with the required approvals."""
+        return revision_state(self.checks, self.require_review)
 
     @property
     def exit_code(self) -> int:
         if self.timed_out or self.waiting_for:
             return EXIT_NO_VERDICT
         states = [c["state"] for c in self.checks.get("checks", [])]
-        if any(s in NO_VERDICT for s in states) or self.checks.get("state") == "pending":
+        if any(s in NO_VERDICT for s in states) or self.state == "pending":
             return EXIT_NO_VERDICT
-        if any(s == "failed" for s in states) or self.checks.get("state") == "failure":
+        if any(s == "failed" for s in states) or self.state == "failure":
             return EXIT_FAILED
         return EXIT_PASSED
 
     def why(self) -> str:
+        review = self.checks.get("review") or {}
+        if self.require_review and review.get("state") == "changes_requested":
+            by = ", ".join(review.get("changes_requested_by") or [])
+            return f"changes were requested by {by}"
         if self.timed_out:
             never = [
                 f"{c['kind']} {c['name']} ({c['state']})"
@@ -49,10 +59,19 @@ class Outcome:
             ]
             missing = self.checks.get("missing_required") or []
             said = "; ".join(never + [f"required check {m} never came" for m in missing])
+            if self.require_review and review.get("state") == "pending":
+                got, need = review.get("approvals", 0), review.get("required", 0)
+                said = "; ".join(filter(None, [said, f"{got} of {need} approvals given"]))
             return "the time ran out" + (f": {said}" if said else "")
         if self.waiting_for:
             return f"no live worker runs {', '.join(self.waiting_for)}: those checks cannot run"
         return ""
+
+
+def revision_state(checks: dict[str, Any], require_review: bool) -> str:
+    if require_review:
+        return str(checks.get("state"))
+    return str(checks.get("checks_state") or checks.get("state"))
 
 
 def wait(
@@ -63,7 +82,10 @@ def wait(
     *,
     timeout_s: float,
     show: Callable[[str, dict[str, Any]], None] = lambda state, check: None,
+    require_review: bool = False,
 ) -> Outcome:
+    """Follow the checks until they ended (with `require_review`, also until the approvals the
+    project requires were given, or a reviewer requested changes)."""
     deadline = time.monotonic() + timeout_s
     path = f"/projects/{owner}/{name}"
     last_id: str | None = None
@@ -77,9 +99,14 @@ def wait(
         for pause in (0.1, 0.2, 0.4, 0.8, 1.6) if settle else (0.0,):
             body = api.json("GET", f"{path}/revisions/{number}/checks")
             if body.get("waiting_for"):
-                return Outcome(body, waiting_for=list(body["waiting_for"]), events=seen)
-            if body["state"] != "pending":
-                return Outcome(body, events=seen)
+                return Outcome(
+                    body,
+                    waiting_for=list(body["waiting_for"]),
+                    events=seen,
+                    require_review=require_review,
+                )
+            if revision_state(body, require_review) != "pending":
+                return Outcome(body, events=seen, require_review=require_review)
             if settle:
                 time.sleep(pause)
         return None
@@ -87,7 +114,8 @@ def wait(
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            return Outcome(api.json("GET", f"{path}/revisions/{number}/checks"), True, events=seen)
+            body = api.json("GET", f"{path}/revisions/{number}/checks")
+            return Outcome(body, True, events=seen, require_review=require_review)
         headers = {"Last-Event-ID": last_id} if last_id else {}
         watchdog: threading.Timer | None = None
         try:
@@ -119,6 +147,18 @@ def wait(
                         planned = int(data.get("checks", 0))
                         if (done := finished()) is not None:
                             return done
+                    elif kind == "review.verdict":
+                        show(
+                            "review",
+                            {
+                                "kind": "review",
+                                "name": data.get("reviewer", ""),
+                                "summary": f"{data.get('verdict')} → {data.get('state')}",
+                            },
+                        )
+                        if require_review and (done := finished()) is not None:
+                            return done
+                        continue
                     elif kind in {"check.queued", "check.started", "check.finished"}:
                         check = checks.setdefault(data["check_id"], {})
                         check.update({k: data[k] for k in ("kind", "name") if k in data})

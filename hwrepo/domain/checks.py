@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from hwrepo.domain.model import FileEntry
+from hwrepo.domain.reviews import ReviewState
 
 
 class CheckState(StrEnum):
@@ -68,17 +69,26 @@ def missing_required(checks: list[Check], required: list[str]) -> list[str]:
 
 
 def revision_state(
-    planned: bool, checks: list[Check], required: list[str] | None = None
+    planned: bool,
+    checks: list[Check],
+    required: list[str] | None = None,
+    review: ReviewState | None = None,
 ) -> RevisionState:
     """pending until the revision was planned, while any check is queued or running, and while
     a required check (by name or kind) has not arrived; then success when every check passed
     (or there are none); superseded when every check that did not pass was cancelled because a
-    newer revision superseded this one (nothing failed: it was not checked); else failure."""
+    newer revision superseded this one (nothing failed: it was not checked); else failure.
+    When the project requires approvals, a revision whose checks passed is pending until they are
+    given, and fails when a reviewer requests changes."""
     if not planned or any(not c.state.final for c in checks):
         return RevisionState.PENDING
     if missing_required(checks, required or []):
         return RevisionState.PENDING
     if all(c.state is CheckState.PASSED for c in checks):
+        if review is not None and review.blocks:
+            if review.state == "changes_requested":
+                return RevisionState.FAILURE
+            return RevisionState.PENDING
         return RevisionState.SUCCESS
     if all(c.state is CheckState.PASSED or _superseded(c) for c in checks):
         return RevisionState.SUPERSEDED

@@ -88,6 +88,7 @@ def project_document(project: Project) -> dict[str, Any]:
         "deleted": project.deleted,
         "waivers": list(project.waivers),
         "required_checks": list(project.required_checks),
+        "required_approvals": project.required_approvals,
     }
 
 
@@ -108,6 +109,7 @@ def project_from_document(doc: dict[str, Any]) -> Project:
         deleted=bool(doc.get("deleted", False)),
         waivers=list(doc.get("waivers", [])),
         required_checks=list(doc.get("required_checks", [])),
+        required_approvals=int(doc.get("required_approvals", 0)),
     )
 
 

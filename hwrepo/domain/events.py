@@ -186,3 +186,37 @@ class ComparisonReady(EventData):
     key: str  # object key of the comparison document
     complete: bool  # every check of both revisions had ended
     checks: int
+
+
+class ReviewChanged(EventData):
+    """A review thread began, got a comment (or an edit of one), or was resolved/unresolved."""
+
+    project_id: str
+    thread_id: str
+    revision: int
+    anchor: dict[str, Any]
+    author: str  # who did it
+    comment_id: str | None = None
+    resolved: bool = False
+
+
+class ReviewCreated(ReviewChanged):
+    TYPE: ClassVar[str] = "review.created"
+
+
+class ReviewCommented(ReviewChanged):
+    TYPE: ClassVar[str] = "review.commented"
+
+
+class ReviewResolved(ReviewChanged):
+    TYPE: ClassVar[str] = "review.resolved"
+
+
+class ReviewVerdictGiven(EventData):
+    TYPE: ClassVar[str] = "review.verdict"
+
+    project_id: str
+    revision: int
+    reviewer: str
+    verdict: str
+    state: str  # the revision's review state after it

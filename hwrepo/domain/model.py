@@ -137,6 +137,8 @@ class Project:
     waivers: list[dict[str, Any]] = field(default_factory=list)
     # Check names or kinds a revision needs before it can succeed (e.g. an external CI's).
     required_checks: list[str] = field(default_factory=list)
+    # Approvals (review verdicts) a revision needs before it can succeed; 0: none needed.
+    required_approvals: int = 0
 
     @property
     def full_name(self) -> str:

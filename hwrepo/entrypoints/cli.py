@@ -197,7 +197,8 @@ def reindex(data_dir: DataDir = None) -> None:
         report = reindexing.reindex(backends)
     typer.echo(
         f"reindexed {report.users} users, {report.projects} projects, "
-        f"{report.revisions} revisions, {report.checks} checks ({report.skipped} skipped)"
+        f"{report.revisions} revisions, {report.checks} checks, {report.threads} review threads, "
+        f"{report.verdicts} verdicts ({report.skipped} skipped)"
     )
 
 

@@ -25,6 +25,7 @@ from rich.table import Table
 from hwrepo.client import reports
 from hwrepo.client.api import Api, ClientError
 from hwrepo.client.config import ClientConfig
+from hwrepo.client.diff import print_comparison
 from hwrepo.client.push import ensure_project, push, split_project
 from hwrepo.client.watch import EXIT_PUSH_FAILED, Outcome, wait
 
@@ -116,6 +117,14 @@ def push_command(
     junit: Annotated[Path | None, typer.Option(help="Write a JUnit XML report here")] = None,
     sarif: Annotated[Path | None, typer.Option(help="Write a SARIF 2.1.0 log here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+    require_review: Annotated[
+        bool,
+        typer.Option(
+            "--require-review",
+            help="With --wait, also wait for the approvals the project requires; a request "
+            "for changes fails (exit 1)",
+        ),
+    ] = False,
 ) -> None:
     """Push DIRECTORY as a new revision (only what the server lacks is sent), and with --wait
     follow its checks and exit by their verdict.
@@ -141,7 +150,15 @@ def push_command(
     result: dict[str, Any] = {"revision": revision, "url": page}
     if wait_ or junit or sarif:
         try:
-            outcome = wait(api, owner, name, number, timeout_s=timeout, show=_show)
+            outcome = wait(
+                api,
+                owner,
+                name,
+                number,
+                timeout_s=timeout,
+                show=_show,
+                require_review=require_review,
+            )
         except ClientError as exc:
             _fail(exc, 2)
         code = outcome.exit_code
@@ -151,7 +168,13 @@ def push_command(
             err.print(_table(outcome.checks))
             if outcome.why():
                 err.print(f"[yellow]{outcome.why()}[/]", markup=True)
-            err.print(f"{outcome.checks['state']}: {page}")
+            review = outcome.checks.get("review") or {}
+            if review.get("state", "none") != "none":
+                err.print(
+                    f"review: {review['state']} ({review['approvals']} of "
+                    f"{review['required']} approvals)"
+                )
+            err.print(f"{outcome.state}: {page}")
     if as_json:
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:
@@ -310,6 +333,28 @@ def projects_command(
     out.print(table)
 
 
+def diff_command(
+    project: Annotated[str, typer.Argument(help="OWNER/NAME")],
+    a: Annotated[int, typer.Argument(help="The older revision (or the only one: vs its parent)")],
+    b: Annotated[int | None, typer.Argument(help="The newer revision")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON")] = False,
+) -> None:
+    """What changed between two revisions, in the checks' own terms: violations new and
+    resolved, tests newly failing, ports and BOM lines changed, files."""
+    owner, name = split_project(project)
+    spec = f"{a}...{b}" if b is not None else str(a)
+    try:
+        with _client() as api:
+            document = api.json("GET", f"/projects/{owner}/{name}/compare/{spec}")
+            page = api.url(f"/{owner}/{name}/compare/{spec}")
+    except ClientError as exc:
+        _fail(exc, 2)
+    if as_json:
+        sys.stdout.write(json.dumps(document, indent=1) + "\n")
+    else:
+        print_comparison(out, document, page)
+
+
 def register(app: typer.Typer) -> None:
     app.command("login")(login)
     app.command("logout")(logout)
@@ -320,3 +365,4 @@ def register(app: typer.Typer) -> None:
     app.command("rerun")(rerun_command)
     app.command("waive")(waive_command)
     app.command("projects")(projects_command)
+    app.command("diff")(diff_command)

@@ -4,10 +4,12 @@ with their details from the bucket, and re-running them."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from hwrepo.adapters.db.index import Index
 from hwrepo.adapters.eventbus import job_subject
+from hwrepo.checks.core.compare import identity
 from hwrepo.domain import events
 from hwrepo.domain.checks import (
     Check,
@@ -20,6 +22,7 @@ from hwrepo.domain.checks import (
 )
 from hwrepo.domain.errors import Invalid, NotFound
 from hwrepo.domain.model import Project, Revision, Role, User
+from hwrepo.domain.reviews import ReviewState, review_state
 from hwrepo.service_layer import jobs
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.projects import require_role, visible_project
@@ -138,15 +141,51 @@ _HANDLERS = {
 
 
 # -- reading ---------------------------------------------------------------------------------
+@dataclass
+class RevisionChecks:
+    """A revision's checks and what follows from them: `checks_state` from the checks alone,
+    `state` with the project's required approvals too."""
+
+    project: Project
+    revision: Revision
+    state: RevisionState
+    checks_state: RevisionState
+    planned: bool
+    errors: list[str]
+    checks: list[Check]
+    review: ReviewState
+
+
+def revision_review(index: Index, project: Project, number: int) -> ReviewState:
+    return review_state(
+        index.verdicts(project.id, number),
+        project.required_approvals,
+        index.open_thread_count(project.id, number),
+    )
+
+
+def revision_checks(index: Index, project: Project, revision: Revision) -> RevisionChecks:
+    planned, errors = index.plan_state(revision.id)
+    checks = index.revision_checks(revision.id)
+    review = revision_review(index, project, revision.number)
+    return RevisionChecks(
+        project=project,
+        revision=revision,
+        state=revision_state(planned, checks, project.required_checks, review),
+        checks_state=revision_state(planned, checks, project.required_checks),
+        planned=planned,
+        errors=errors,
+        checks=checks,
+        review=review,
+    )
+
+
 def list_checks(
     backends: Backends, actor: User | None, owner: str, name: str, number: int
-) -> tuple[Project, Revision, RevisionState, bool, list[str], list[Check]]:
+) -> RevisionChecks:
     project, revision = get_revision(backends, actor, owner, name, number)
     with backends.reading() as index:
-        planned, errors = index.plan_state(revision.id)
-        checks = index.revision_checks(revision.id)
-    state = revision_state(planned, checks, project.required_checks)
-    return project, revision, state, planned, errors, checks
+        return revision_checks(index, project, revision)
 
 
 def get_check(
@@ -166,7 +205,15 @@ def check_details(backends: Backends, check: Check) -> dict[str, Any]:
         return {}
     record = backends.store.get_json(check.details_key) or {}
     details = record.get("details", {})
-    return details if isinstance(details, dict) else {}
+    if not isinstance(details, dict):
+        return {}
+    found = details.get("violations")
+    if isinstance(found, list):
+        # what review threads and comparisons know a violation by, across revisions
+        details["violations"] = [
+            {**v, "identity": identity(v)} if isinstance(v, dict) else v for v in found
+        ]
+    return details
 
 
 def artifact(check: Check, name: str) -> dict[str, Any]:

@@ -29,10 +29,11 @@ from hwrepo.adapters.objectstore import ObjectStore, comparison_prefix
 from hwrepo.checks.core.compare import CheckSide, Compared
 from hwrepo.checks.registry import kinds_table
 from hwrepo.domain import events, media
-from hwrepo.domain.checks import Check, revision_state
+from hwrepo.domain.checks import Check
 from hwrepo.domain.errors import Invalid, NotFound, TooLarge
 from hwrepo.domain.model import FileEntry, Project, Revision, User, utcnow
 from hwrepo.service_layer.backends import Backends
+from hwrepo.service_layer.checks import revision_checks
 from hwrepo.service_layer.revisions import get_revision
 
 log = logging.getLogger(__name__)
@@ -225,15 +226,10 @@ def _checks_and_states(
     backends: Backends, project: Project, a: Revision, b: Revision
 ) -> tuple[list[Check], list[Check], tuple[str, str]]:
     with backends.reading() as index:
-        checks_a = index.revision_checks(a.id)
-        checks_b = index.revision_checks(b.id)
-        planned_a, _ = index.plan_state(a.id)
-        planned_b, _ = index.plan_state(b.id)
-    states = (
-        revision_state(planned_a, checks_a, project.required_checks).value,
-        revision_state(planned_b, checks_b, project.required_checks).value,
-    )
-    return checks_a, checks_b, states
+        found_a = revision_checks(index, project, a)
+        found_b = revision_checks(index, project, b)
+    states = (found_a.checks_state.value, found_b.checks_state.value)
+    return found_a.checks, found_b.checks, states
 
 
 def comparison(

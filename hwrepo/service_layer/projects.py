@@ -172,6 +172,8 @@ def update_project(
             updated.links = _check_links(index, user, changes["links"])
         if "required_checks" in changes:
             updated.required_checks = sorted({str(c).strip() for c in changes["required_checks"]})
+        if changes.get("required_approvals") is not None:
+            updated.required_approvals = int(changes["required_approvals"])
         _save(backends, index, updated, events.ProjectUpdated)
     return updated
 

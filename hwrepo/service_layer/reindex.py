@@ -13,6 +13,7 @@ from hwrepo.domain.documents import (
     user_from_document,
 )
 from hwrepo.domain.events import Event
+from hwrepo.domain.reviews import THREAD_SCHEMA, VERDICT_SCHEMA, Thread, Verdict
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.checks import record_in
 
@@ -25,6 +26,8 @@ class ReindexReport:
     projects: int = 0
     revisions: int = 0
     checks: int = 0
+    threads: int = 0
+    verdicts: int = 0
     skipped: int = 0
 
 
@@ -36,6 +39,7 @@ def reindex(backends: Backends) -> ReindexReport:
     users = [user_from_document(store.get_json(k)) for k in store.list_keys("users/")]
     projects = []
     manifests: dict[str, list[str]] = {}
+    reviews: dict[str, list[str]] = {}
     results = sorted(
         (k for k in store.list_keys("results/") if k.endswith(("/plan.json", "/check.json"))),
         key=_result_order,
@@ -46,6 +50,8 @@ def reindex(backends: Backends) -> ReindexReport:
             projects.append(project_from_document(store.get_json(key)))
         elif len(parts) == 4 and parts[2] == "revisions" and parts[3].endswith(".json"):
             manifests.setdefault(parts[1], []).append(key)
+        elif len(parts) >= 5 and parts[2] == "reviews" and parts[-1].endswith(".json"):
+            reviews.setdefault(parts[1], []).append(key)
 
     with backends.writing() as index:
         index.clear()
@@ -71,9 +77,20 @@ def reindex(backends: Backends) -> ReindexReport:
                 highest = max(highest, revision.number)
                 report.revisions += 1
             index.set_revision_counter(project.id, highest)
+            for key in sorted(reviews.get(project.id, [])):
+                _replay_review(index, store.get_json(key) or {}, report)
         for key in results:
             report.checks += _replay_results(index, store.get_json(key) or {})
     return report
+
+
+def _replay_review(index: Index, doc: dict[str, Any], report: ReindexReport) -> None:
+    if doc.get("schema") == THREAD_SCHEMA:
+        index.save_thread(Thread.model_validate(doc))
+        report.threads += 1
+    elif doc.get("schema") == VERDICT_SCHEMA:
+        index.save_verdict(Verdict.model_validate(doc))
+        report.verdicts += 1
 
 
 def _result_order(key: str) -> tuple[str, int, str]:

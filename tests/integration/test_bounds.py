@@ -133,6 +133,13 @@ _EXTERNAL = "/api/v1/projects/{owner}/{name}/revisions/{number}/checks/external"
 BODIES = {
     ("post", _EXTERNAL): {"name": "ci", "state": "queued"},
     ("patch", _EXTERNAL + "/{check_id}"): {"state": "running"},
+    ("post", "/api/v1/projects/{owner}/{name}/revisions/{number}/threads"): {
+        "anchor": {"kind": "revision"},
+        "body": "a word on the revision",
+    },
+    ("post", "/api/v1/projects/{owner}/{name}/revisions/{number}/review"): {
+        "verdict": "request_changes"
+    },
 }
 
 

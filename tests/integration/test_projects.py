@@ -60,6 +60,7 @@ def test_create_returns_201_with_location_and_the_project(api: TestClient, alice
         "links": [],
         "members": {},
         "required_checks": [],
+        "required_approvals": 0,
         "linked_from": [],
         "url": "/api/v1/projects/alice/blinky",
     }

@@ -14,6 +14,8 @@ from hwrepo.adapters.db.orm import (
     OutboxRow,
     ProjectRow,
     ProjectTopicRow,
+    ReviewThreadRow,
+    ReviewVerdictRow,
     RevisionFileRow,
     RevisionRow,
     TokenRow,
@@ -33,6 +35,7 @@ from hwrepo.domain.model import (
     Visibility,
     utcnow,
 )
+from hwrepo.domain.reviews import Thread, Verdict
 
 MAX_REJECTIONS = 5  # an outbox row NATS refused this often is set aside
 
@@ -94,6 +97,7 @@ def _project(row: ProjectRow) -> Project:
         updated=row.updated,
         waivers=list(row.waivers or []),
         required_checks=list(row.required_checks or []),
+        required_approvals=int(row.required_approvals or 0),
     )
 
 
@@ -282,6 +286,7 @@ class Index:
         row.updated = project.updated
         row.waivers = list(project.waivers)
         row.required_checks = list(project.required_checks)
+        row.required_approvals = project.required_approvals
         row.topics = [
             ProjectTopicRow(project_id=project.id, topic=t, position=i)
             for i, t in enumerate(project.topics)
@@ -459,6 +464,80 @@ class Index:
         row.detected = dict(check.detected)
         row.job = dict(check.job)
 
+    # -- reviews ---------------------------------------------------------------------------
+    def thread(self, thread_id: str, *, for_update: bool = False) -> Thread | None:
+        stmt = select(ReviewThreadRow).where(ReviewThreadRow.id == thread_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = self.session.scalar(stmt)
+        return Thread.model_validate(row.document) if row else None
+
+    def threads(
+        self,
+        project_id: str,
+        *,
+        revision: int | None = None,
+        before: int | None = None,
+        anchor_kind: str | None = None,
+        resolved: bool | None = None,
+    ) -> list[Thread]:
+        """Threads of a project, of one revision or of the revisions before one, oldest first."""
+        stmt = select(ReviewThreadRow).where(ReviewThreadRow.project_id == project_id)
+        if revision is not None:
+            stmt = stmt.where(ReviewThreadRow.revision == revision)
+        if before is not None:
+            stmt = stmt.where(ReviewThreadRow.revision < before)
+        if anchor_kind is not None:
+            stmt = stmt.where(ReviewThreadRow.anchor_kind == anchor_kind)
+        if resolved is not None:
+            stmt = stmt.where(ReviewThreadRow.resolved.is_(resolved))
+        stmt = stmt.order_by(ReviewThreadRow.revision, ReviewThreadRow.updated)
+        return [Thread.model_validate(r.document) for r in self.session.scalars(stmt)]
+
+    def open_thread_count(self, project_id: str, revision: int) -> int:
+        stmt = select(func.count()).where(
+            ReviewThreadRow.project_id == project_id,
+            ReviewThreadRow.revision == revision,
+            ReviewThreadRow.resolved.is_(False),
+        )
+        return self.session.scalar(stmt) or 0
+
+    def save_thread(self, thread: Thread) -> None:
+        row = self.session.get(ReviewThreadRow, thread.id)
+        if row is None:
+            row = ReviewThreadRow(id=thread.id, project_id=thread.project_id)
+            self.session.add(row)
+        row.revision = thread.revision
+        row.anchor_kind = thread.anchor.kind.value
+        row.check_kind = thread.anchor.check_kind
+        row.check_name = thread.anchor.check_name
+        row.identity = thread.anchor.identity
+        row.resolved = thread.resolved
+        row.updated = thread.updated
+        row.document = thread.model_dump(mode="json", by_alias=True)
+        self.session.flush()
+
+    def verdicts(self, project_id: str, revision: int) -> list[Verdict]:
+        stmt = (
+            select(ReviewVerdictRow)
+            .where(ReviewVerdictRow.project_id == project_id, ReviewVerdictRow.revision == revision)
+            .order_by(ReviewVerdictRow.created)
+        )
+        return [Verdict.model_validate(r.document) for r in self.session.scalars(stmt)]
+
+    def save_verdict(self, verdict: Verdict) -> None:
+        key = (verdict.project_id, verdict.revision, verdict.reviewer)
+        row = self.session.get(ReviewVerdictRow, key)
+        if row is None:
+            row = ReviewVerdictRow(
+                project_id=verdict.project_id, revision=verdict.revision, reviewer=verdict.reviewer
+            )
+            self.session.add(row)
+        row.verdict = verdict.verdict.value
+        row.created = verdict.created
+        row.document = verdict.model_dump(mode="json", by_alias=True)
+        self.session.flush()
+
     # -- outbox ----------------------------------------------------------------------------
     def add_event(self, event: Event) -> None:
         self.add_message(event.nats_subject, event.to_json().decode(), event.id)
@@ -510,7 +589,15 @@ class Index:
     # -- reindex ---------------------------------------------------------------------------
     def clear(self) -> None:
         """Empty every index table except the outbox (events not yet published stay)."""
-        for table in (RevisionFileRow, RevisionRow, MemberRow, ProjectTopicRow, ProjectRow):
+        for table in (
+            ReviewThreadRow,
+            ReviewVerdictRow,
+            RevisionFileRow,
+            RevisionRow,
+            MemberRow,
+            ProjectTopicRow,
+            ProjectRow,
+        ):
             self.session.execute(delete(table))
         self.session.execute(delete(TokenRow))
         self.session.execute(delete(UserRow))

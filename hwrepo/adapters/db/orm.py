@@ -85,6 +85,7 @@ class ProjectRow(Base):
     updated: Mapped[datetime]
     waivers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
     required_checks: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    required_approvals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Last revision number handed out; bumped under the row lock to number revisions.
     revision_counter: Mapped[int] = mapped_column(Integer, default=0)
     owner: Mapped[UserRow] = relationship()
@@ -187,3 +188,34 @@ class CheckRow(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     detected: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     job: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ReviewThreadRow(Base):
+    """A review thread; `document` is the thread as stored in the bucket (comments included)."""
+
+    __tablename__ = "review_threads"
+    __table_args__ = (Index("ix_review_threads_revision", "project_id", "revision"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    revision: Mapped[int] = mapped_column(Integer)
+    anchor_kind: Mapped[str] = mapped_column(String(20))
+    check_kind: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    check_name: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    identity: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    resolved: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated: Mapped[datetime]
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ReviewVerdictRow(Base):
+    """A reviewer's latest verdict on a revision."""
+
+    __tablename__ = "review_verdicts"
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reviewer: Mapped[str] = mapped_column(String(100), primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(20))
+    created: Mapped[datetime]
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)

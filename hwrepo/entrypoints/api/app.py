@@ -24,6 +24,7 @@ from hwrepo.entrypoints.api.routers import (
     health,
     pages,
     projects,
+    reviews,
     revisions,
     user,
 )
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(external.router)
     app.include_router(checks.router)
     app.include_router(compare.router)
+    app.include_router(reviews.router)
     app.include_router(user.router)
     app.include_router(events.router)
     app.include_router(pages.router)

@@ -41,6 +41,9 @@ class ProjectPatch(BaseModel):
         max_length=50,
         description="check names or kinds every revision needs before it can succeed",
     )
+    required_approvals: int | None = Field(
+        None, ge=0, le=20, description="approvals a revision needs before it can succeed"
+    )
 
 
 class MemberIn(BaseModel):
@@ -66,6 +69,7 @@ class ProjectOut(BaseModel):
     links: list[LinkOut]
     members: dict[str, str]
     required_checks: list[str] = Field(default_factory=list)
+    required_approvals: int = 0
     linked_from: list[LinkOut] = Field(
         default_factory=list, description="projects that link to this one (e.g. its firmware)"
     )
@@ -88,6 +92,7 @@ class ProjectOut(BaseModel):
             links=[LinkOut(project=ln.project, relation=ln.relation) for ln in project.links],
             members={k: v.value for k, v in project.members.items()},
             required_checks=list(project.required_checks),
+            required_approvals=project.required_approvals,
             created=project.created,
             updated=project.updated,
             url=f"/api/v1/projects/{project.owner}/{project.name}",
@@ -209,7 +214,16 @@ class CheckDetailOut(CheckOut):
 
 
 class ChecksOut(BaseModel):
-    state: Literal["pending", "success", "superseded", "failure"]
+    state: Literal["pending", "success", "superseded", "failure"] = Field(
+        description="the revision's state: its checks, and the approvals the project requires"
+    )
+    checks_state: Literal["pending", "success", "superseded", "failure"] = Field(
+        description="the state its checks alone give (what `hwrepo push --wait` waits for)"
+    )
+    review: dict[str, Any] = Field(
+        description="review state: none, pending, approved or changes_requested; approvals "
+        "given and required; who requested changes; open threads"
+    )
     planned: bool = Field(description="false until the planner announced this revision's checks")
     plan_errors: list[str] = Field(default_factory=list)
     waiting_for: list[str] = Field(

@@ -72,15 +72,16 @@ async def list_checks(
     backends: BackendsDep,
     user: UserDep,
 ) -> ChecksOut:
-    project, _, state, planned, errors, items = await run_in_threadpool(
-        checks.list_checks, backends, user, owner, name, number
-    )
+    found = await run_in_threadpool(checks.list_checks, backends, user, owner, name, number)
+    project, items = found.project, found.checks
     queued = {c.kind for c in items if c.state is CheckState.QUEUED and c.kind != EXTERNAL}
     waiting = sorted(queued - await _live_kinds(request)) if queued else []
     return ChecksOut(
-        state=state.value,
-        planned=planned,
-        plan_errors=errors,
+        state=found.state.value,
+        checks_state=found.checks_state.value,
+        review=found.review.model_dump(),
+        planned=found.planned,
+        plan_errors=found.errors,
         waiting_for=waiting,
         required=project.required_checks,
         missing_required=missing_required(items, project.required_checks),
