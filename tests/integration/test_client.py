@@ -208,6 +208,65 @@ def test_a_ci_job_pushes_waits_and_exits_by_the_verdict(
     assert errored.returncode == 2, errored.stderr
     assert "errored" in errored.stderr
 
+    # what changed between revisions 1 and 3, in the checks' terms
+    diff = hwrepo(home, "diff", "alice/counter", "1", "3")
+    assert diff.returncode == 0, diff.stderr
+    assert "~ rtl/counter.v" in diff.stdout
+    assert "rtl-structure" in diff.stdout and "passed → errored" in diff.stdout
+    as_json = json.loads(hwrepo(home, "diff", "alice/counter", "1", "3", "--json").stdout)
+    assert as_json["a"]["number"] == 1 and as_json["b"]["number"] == 3
+    orphan = hwrepo(home, "diff", "alice/counter", "1")
+    assert orphan.returncode == 2 and "has no parent" in orphan.stderr
+
+    # a project that requires an approval: --require-review waits for it, and a request for
+    # changes, seen live on the event stream, fails the job
+    auth = {"Authorization": f"Bearer {token}"}
+    r = httpx.patch(
+        f"{server.url}/api/v1/projects/alice/counter", json={"required_approvals": 1}, headers=auth
+    )
+    assert r.status_code == 200, r.text
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hwrepo.entrypoints.cli",
+            "push",
+            str(counter),
+            "-p",
+            "alice/counter",
+            "-m",
+            "for review",
+            "--wait",
+            "--require-review",
+            "--timeout",
+            "240",
+        ],
+        env={**clean_env(HOME=str(home)), "HWREPO_TOKEN": token},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=home,
+    )
+    checks_url = f"{server.url}/api/v1/projects/alice/counter/revisions/4/checks"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        seen = httpx.get(checks_url, headers=auth)
+        if seen.status_code == 200 and seen.json()["checks_state"] != "pending":
+            break
+        time.sleep(0.5)
+    assert seen.json()["state"] == "pending" and seen.json()["review"]["state"] == "pending"
+    time.sleep(1)
+    assert job.poll() is None  # still waiting for the approval
+    r = httpx.post(
+        f"{server.url}/api/v1/projects/alice/counter/revisions/4/review",
+        json={"verdict": "request_changes", "comment": "rename the port"},
+        headers=auth,
+    )
+    assert r.status_code == 200, r.text
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == 1, stderr
+    assert "changes were requested by alice" in stderr
+
     # bob's project, which alice may not write: 3, with the server's words
     hwrepo(home, "login", "--server", server.url, "--token", bob)
     made = hwrepo(
