@@ -151,6 +151,11 @@ def test_board_revisions_compared_by_what_the_checks_found(
     assert picture.headers["content-type"].startswith("image/svg+xml")
     assert picture.content.count(b'href="data:image/svg+xml;base64,') == 2
     assert "sandbox" in picture.headers["content-security-policy"]
+    sheet = next(v for v in render["views"] if v["name"].startswith("schematic/"))
+    r = client.get(
+        f"/api/v1/projects/{project}/compare/1...2/artifacts/{render['id']}/{sheet['difference']}"
+    )
+    assert r.status_code == 200 and r.content.startswith(b"<svg")
 
     diff = client.get(f"/api/v1/projects/{project}/compare/1...2/files/violations.kicad_pro")
     assert diff.status_code == 200

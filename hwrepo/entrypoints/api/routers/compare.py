@@ -59,7 +59,7 @@ async def file_diff(
     return await run_in_threadpool(comparisons.file_diff, backends, user, owner, name, a, b, path)
 
 
-@router.get("/{spec}/artifacts/{pair}/{file_name}", response_model=None)
+@router.get("/{spec}/artifacts/{pair}/{file_name:path}", response_model=None)
 async def artifact(
     owner: str,
     name: str,
