@@ -55,6 +55,17 @@ def running_worker(settings: Settings, **options: Any) -> Iterator[Worker]:
         thread.join(60)
 
 
+def new_project(client: TestClient, headers: dict[str, str], name: str, **extra: Any) -> str:
+    """Create a hardware project of the token's user; its full name."""
+    r = client.post(
+        "/api/v1/projects",
+        json={"name": name, "kind": "hardware", "licence": "CERN-OHL-P-2.0", **extra},
+        headers=headers,
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["full_name"])
+
+
 def upload_dir(
     client: TestClient,
     headers: dict[str, str],

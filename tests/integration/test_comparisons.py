@@ -20,8 +20,8 @@ from hwrepo.config import Settings
 from hwrepo.domain.events import event_id
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.comparisons import basis_digest
-from tests.conftest import Actor, make_actor
-from tests.pipeline import pipeline_stack, running_worker, upload_dir, wait_for_checks
+from tests.conftest import make_actor
+from tests.pipeline import new_project, pipeline_stack, running_worker, upload_dir, wait_for_checks
 
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
 NEW_TEXT_UUID = "5b1e6a52-7c1d-4a8e-9a44-0c2f3d9e7a11"
@@ -31,16 +31,6 @@ NEW_TEXT_UUID = "5b1e6a52-7c1d-4a8e-9a44-0c2f3d9e7a11"
 def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Backends, TestClient]]:
     with pipeline_stack(settings, tmp_path) as parts:
         yield parts
-
-
-def _project(client: TestClient, actor: Actor, name: str) -> str:
-    r = client.post(
-        "/api/v1/projects",
-        json={"name": name, "kind": "hardware", "licence": "CERN-OHL-P-2.0"},
-        headers=actor.headers,
-    )
-    assert r.status_code == 201, r.text
-    return f"{actor.name}/{name}"
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -101,7 +91,7 @@ def test_board_revisions_compared_by_what_the_checks_found(
 ) -> None:
     settings, backends, client = stack
     alice = make_actor(backends, "alice")
-    project = _project(client, alice, "board")
+    project = new_project(client, alice.headers, "board")
     with running_worker(settings, kinds=["drc", "erc", "render"]):
         upload_dir(client, alice.headers, project, DESIGNS / "kicad-violations")
         wait_for_checks(client, project, 1, timeout_s=240)
@@ -179,7 +169,7 @@ def test_rtl_revisions_show_a_changed_port_and_a_newly_failing_test(
 ) -> None:
     settings, backends, client = stack
     alice = make_actor(backends, "alice")
-    project = _project(client, alice, "counter")
+    project = new_project(client, alice.headers, "counter")
     two = tmp_path / "counter-2"
     shutil.copytree(DESIGNS / "rtl-counter", two)
     # `en` becomes two bits wide, and wrap no longer waits for it: the wrap test fails
@@ -210,7 +200,7 @@ def test_rtl_revisions_show_a_changed_port_and_a_newly_failing_test(
 def test_comparing_names_what_is_wrong(stack: tuple[Settings, Backends, TestClient]) -> None:
     _, backends, client = stack
     alice = make_actor(backends, "alice")
-    project = _project(client, alice, "empty")
+    project = new_project(client, alice.headers, "empty")
     upload_dir(client, alice.headers, project, DESIGNS / "rtl-counter")
     for spec, status, words in [
         ("1", 422, "no parent"),

@@ -22,23 +22,13 @@ from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.reindex import reindex
 from tests.conftest import Actor, make_actor
 from tests.integration.test_comparisons import DESIGNS, board_revision_two
-from tests.pipeline import pipeline_stack, running_worker, upload_dir, wait_for_checks
+from tests.pipeline import new_project, pipeline_stack, running_worker, upload_dir, wait_for_checks
 
 
 @pytest.fixture
 def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Backends, TestClient]]:
     with pipeline_stack(settings, tmp_path) as parts:
         yield parts
-
-
-def _project(client: TestClient, owner: Actor, name: str, **extra: Any) -> str:
-    r = client.post(
-        "/api/v1/projects",
-        json={"name": name, "kind": "hardware", "licence": "CERN-OHL-P-2.0", **extra},
-        headers=owner.headers,
-    )
-    assert r.status_code == 201, r.text
-    return f"{owner.name}/{name}"
 
 
 def _member(client: TestClient, owner: Actor, project: str, who: Actor, role: str) -> None:
@@ -80,7 +70,7 @@ def test_a_thread_on_a_violation_follows_it_and_its_waiver_carries_forward(
 ) -> None:
     settings, backends, client = stack
     alice, bob, carol = (make_actor(backends, n) for n in ("alice", "bob", "carol"))
-    project = _project(client, alice, "board")
+    project = new_project(client, alice.headers, "board")
     _member(client, alice, project, bob, "reviewer")
     _member(client, alice, project, carol, "reader")
     with running_worker(settings, kinds=["drc", "erc", "render"]):
@@ -190,7 +180,7 @@ def test_required_approvals_hold_a_revision_at_pending(
 ) -> None:
     settings, backends, client = stack
     alice, bob, dave, eve = (make_actor(backends, n) for n in ("alice", "bob", "dave", "eve"))
-    project = _project(client, alice, "notes", visibility="private")
+    project = new_project(client, alice.headers, "notes", visibility="private")
     _member(client, alice, project, bob, "reviewer")
     _member(client, alice, project, dave, "reviewer")
     r = client.patch(
@@ -266,7 +256,7 @@ def test_anchors_are_checked_against_the_revision(
 ) -> None:
     _, backends, client = stack
     alice = make_actor(backends, "alice")
-    project = _project(client, alice, "counter")
+    project = new_project(client, alice.headers, "counter")
     upload_dir(client, alice.headers, project, DESIGNS / "rtl-counter")
     url = f"/api/v1/projects/{project}/revisions/1/threads"
     cases = [

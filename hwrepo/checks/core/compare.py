@@ -175,3 +175,21 @@ def changed_fields(
 ) -> dict[str, dict[str, Any]]:
     """{field: {"from": .., "to": ..}} for the fields whose values differ."""
     return {f: {"from": a.get(f), "to": b.get(f)} for f in fields if a.get(f) != b.get(f)}
+
+
+def keyed_changes(
+    old: dict[str, dict[str, Any]],
+    new: dict[str, dict[str, Any]],
+    fields: tuple[str, ...],
+    key: str = "name",
+) -> dict[str, list[dict[str, Any]]]:
+    """Items (by their key) added, removed, and changed in these fields."""
+    changed = []
+    for k in sorted(set(old) & set(new)):
+        if diff := changed_fields(old[k], new[k], fields):
+            changed.append({key: k, **diff})
+    return {
+        "added": [new[k] for k in sorted(set(new) - set(old))],
+        "removed": [old[k] for k in sorted(set(old) - set(new))],
+        "changed": changed,
+    }

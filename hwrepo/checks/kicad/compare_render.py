@@ -17,7 +17,7 @@ import re
 import struct
 from typing import Any
 
-from hwrepo.checks.core.compare import CheckSide, Compared, changed_fields
+from hwrepo.checks.core.compare import CheckSide, Compared, changed_fields, keyed_changes
 
 # Larger images are paired but get no difference picture (it would hold both).
 OVERLAY_LIMIT = 24 * 1024 * 1024
@@ -95,16 +95,7 @@ def _bom_parts(side: CheckSide | None) -> dict[str, dict[str, Any]]:
 
 
 def _bom(a: CheckSide | None, b: CheckSide | None) -> dict[str, Any]:
-    old, new = _bom_parts(a), _bom_parts(b)
-    return {
-        "added": [new[r] for r in sorted(set(new) - set(old))],
-        "removed": [old[r] for r in sorted(set(old) - set(new))],
-        "changed": [
-            {"reference": r, **changed_fields(old[r], new[r], BOM_FIELDS)}
-            for r in sorted(set(old) & set(new))
-            if changed_fields(old[r], new[r], BOM_FIELDS)
-        ],
-    }
+    return keyed_changes(_bom_parts(a), _bom_parts(b), BOM_FIELDS, key="reference")
 
 
 def _box(name: str, data: bytes) -> tuple[float, float, float, float] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from hwrepo.checks.core.compare import CheckSide, Compared, by_name, changed_fields
+from hwrepo.checks.core.compare import CheckSide, Compared, by_name, keyed_changes
 from hwrepo.checks.rtl.kind import RtlKind
 
 
@@ -50,13 +50,4 @@ PARAM_FIELDS = ("default", "value", "local")
 
 
 def _diff(a: Any, b: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    old, new = by_name(a or []), by_name(b or [])
-    return {
-        "added": [new[n] for n in sorted(set(new) - set(old))],
-        "removed": [old[n] for n in sorted(set(old) - set(new))],
-        "changed": [
-            {"name": n, **changed_fields(old[n], new[n], fields)}
-            for n in sorted(set(old) & set(new))
-            if changed_fields(old[n], new[n], fields)
-        ],
-    }
+    return keyed_changes(by_name(a or []), by_name(b or []), fields)
