@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -13,6 +14,7 @@ import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.errors import NoServersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     ConsumerConfig,
@@ -22,7 +24,14 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    NoKeysError,
+    NotFoundError,
+)
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from hwrepo.config import Settings
 from hwrepo.domain.errors import ServiceUnavailable
@@ -94,7 +103,28 @@ async def connect(settings: Settings, *, name: str) -> Client:
         raise ServiceUnavailable(SERVICE, f"{', '.join(settings.nats_servers)}: {exc}") from exc
 
 
+def _transient(exc: BaseException) -> bool:
+    """JetStream answers late or "temporarily unavailable" while a cluster elects its leaders
+    (at start, or after a node was lost)."""
+    if isinstance(exc, NatsTimeoutError | asyncio.TimeoutError):
+        return True
+    return isinstance(exc, APIError) and exc.code == 503
+
+
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
+    """Create or update the streams and KV buckets; retried for up to a minute while JetStream
+    is not ready to answer."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(_transient),
+        stop=stop_after_delay(60),
+        wait=wait_fixed(1),
+        reraise=True,
+    ):
+        with attempt:
+            await _ensure_streams(js, settings)
+
+
+async def _ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     for config in stream_configs(settings):
         try:
             await js.stream_info(config.name or "")

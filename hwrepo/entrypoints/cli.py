@@ -104,6 +104,55 @@ def up(
     raise typer.Exit(Supervisor(settings).run())
 
 
+cluster_app = typer.Typer(help="hwrepo as a cluster on one machine (a rehearsal of many)")
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the cluster keeps its data, secrets and logs")
+    ] = Path(".hwrepo-cluster"),
+    database_url: Annotated[
+        str,
+        typer.Option(
+            envvar="HWREPO_DATABASE_URL",
+            help="PostgreSQL for the index (e.g. postgresql://user@127.0.0.1:5432/hwrepo)",
+        ),
+    ] = "",
+    workers: Annotated[int, typer.Option(help="Worker processes")] = 2,
+) -> None:
+    """Start a 3-node NATS JetStream cluster, the S3 server, two API processes and the worker
+    processes against a PostgreSQL you name; Ctrl-C stops them all."""
+    import signal
+    import threading
+
+    from hwrepo.entrypoints.cluster import Cluster
+    from hwrepo.entrypoints.embedded import StartFailed
+
+    if not database_url.startswith("postgresql"):
+        typer.echo("error: give a PostgreSQL URL (--database-url or HWREPO_DATABASE_URL)", err=True)
+        raise typer.Exit(1)
+    cluster = Cluster(directory, database_url)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        cluster.start(workers=workers)
+        for i in range(len(cluster.apis)):
+            typer.echo(f"API {i + 1}: {cluster.api_url(i)}/")
+        typer.echo(
+            f"NATS: {', '.join(cluster.nats_urls())} (user hwrepo, see {directory}/cluster.json)"
+        )
+        typer.echo(f"logs: {directory}/logs   press Ctrl-C to stop")
+        stop.wait()
+    except StartFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        cluster.stop()
+
+
 @app.command()
 def api(data_dir: DataDir = None) -> None:
     """Run only the API server (with its outbox relay) against configured services."""

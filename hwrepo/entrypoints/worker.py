@@ -53,6 +53,20 @@ class WorkerOptions:
     ack_wait_s: float = 60.0  # in-progress acks are sent every quarter of it
 
 
+async def _fetch(sub: JetStreamContext.PullSubscription, *, timeout: float, what: str) -> list[Msg]:
+    """The next message, or none. Anything but a quiet queue — the connection moving to another
+    node, a consumer electing its leader after a node was lost — is logged and waited out: the
+    loop asking must never end while the worker runs."""
+    try:
+        return await sub.fetch(1, timeout=timeout)
+    except (NatsTimeout, TimeoutError):
+        return []
+    except Exception as exc:
+        log.warning("%s: fetching failed (%s: %s); trying again", what, type(exc).__name__, exc)
+        await asyncio.sleep(1)
+        return []
+
+
 async def _publish(js: JetStreamContext, event: events.Event) -> None:
     await eventbus.publish(js, event.nats_subject, event.to_json(), event.id)
 
@@ -102,9 +116,16 @@ class Worker:
             tasks.append(asyncio.create_task(self._job_loop(js, name, stop)))
         tasks.append(asyncio.create_task(self._announce(js, stop)))
         log.info("worker ready: planning=%s kinds=%s", self.options.plan, sorted(self.kinds))
+        stopping = asyncio.create_task(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            ended = [t for t in tasks if t.done()]
+            if ended and not stop.is_set():
+                # A loop that ended would leave its jobs to others unseen: stop, and be restarted.
+                error = ended[0].exception() if not ended[0].cancelled() else None
+                raise RuntimeError(f"a worker loop ended while the worker runs: {error!r}")
         finally:
+            stopping.cancel()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -137,10 +158,7 @@ class Worker:
             ),
         )
         while not stop.is_set():
-            try:
-                msgs = await sub.fetch(1, timeout=2)
-            except (NatsTimeout, TimeoutError):
-                continue
+            msgs = await _fetch(sub, timeout=2, what="planner")
             for msg in msgs:
                 try:
                     await self.plan(js, msg)
@@ -216,10 +234,7 @@ class Worker:
             if self.slots.locked():
                 await asyncio.sleep(0.1)
                 continue
-            try:
-                msgs = await sub.fetch(1, timeout=1)
-            except (NatsTimeout, TimeoutError):
-                continue
+            msgs = await _fetch(sub, timeout=1, what=f"{kind} jobs")
             for msg in msgs:
                 keep_alive = asyncio.create_task(_keep_alive(msg, self.options.ack_wait_s / 4))
                 try:

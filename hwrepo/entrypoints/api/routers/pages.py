@@ -60,9 +60,8 @@ async def project_page(
     shown, state, found = None, None, []
     number = revision or (items[0].revision.number if items else None)
     if number is not None:
-        _, shown, state, _, _, found = await run_in_threadpool(
-            checks.list_checks, backends, None, owner, name, number
-        )
+        listed = await run_in_threadpool(checks.list_checks, backends, None, owner, name, number)
+        shown, state, found = listed.revision, listed.state, listed.checks
     return templates.TemplateResponse(
         request,
         "project.html",
