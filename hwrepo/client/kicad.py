@@ -95,7 +95,8 @@ def running_instances(socket: Path) -> list[tuple[str, int]]:
     locks = socket.parent.parent / "org.kicad.kicad" / "instances"
     for lock in sorted(locks.glob("*")) if locks.is_dir() else []:
         try:
-            pid = int(lock.read_text(encoding="ascii", errors="replace").split()[0])
+            text = lock.read_text(encoding="ascii", errors="replace")
+            pid = int(text.replace("\0", " ").split()[0])  # the pid, NUL-terminated
         except (OSError, ValueError, IndexError):
             continue
         if Path(f"/proc/{pid}").exists():
@@ -138,7 +139,7 @@ def connect(socket: str | None = None, timeout_ms: int = TIMEOUT_MS) -> Session:
     if not present:
         live = running_instances(candidates[0])
         if live:
-            said = ", ".join(f"{name} (pid {pid})" for name, pid in live)
+            said = "; ".join(f"{name}, pid {pid}" for name, pid in live)
             raise ClientError(
                 f"KiCad is running ({said}) but its API server is off (no socket at "
                 f"{candidates[0]}): {ENABLE_SERVER}"
