@@ -187,6 +187,7 @@ def push_and_report(
         f"revision {number} of {project}{again}: {pushed.files} files, "
         f"{pushed.sent_files} sent ({pushed.sent_bytes} bytes)",
         markup=False,
+        soft_wrap=True,
     )
     code = 0
     result: dict[str, Any] = {"revision": revision, "url": page}
@@ -221,7 +222,7 @@ def push_and_report(
     if as_json:
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:
-        out.print(page, markup=False)
+        out.print(page, markup=False, soft_wrap=True)
     return code
 
 

@@ -78,8 +78,13 @@ def status(
         f"KiCad {session.version.full_version} answers at {session.socket} (kicad-python "
         f"{kicad.library_version()}, made for KiCad {api.major}.{api.minor})",
         markup=False,
+        soft_wrap=True,
     )
-    out.print(f"board: {board} (in {directory})" if board else "board: none open", markup=False)
+    out.print(
+        f"board: {board} (in {directory})" if board else "board: none open",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("publish", epilog=EXIT_CODES)
@@ -115,7 +120,7 @@ def publish(
         kicad.save(session, board)
     except ClientError as exc:
         fail(exc)
-    err.print(f"saved {board.name}; publishing {directory}", markup=False)
+    err.print(f"saved {board.name}; publishing {directory}", markup=False, soft_wrap=True)
     code = push_and_report(
         api,
         project,
@@ -186,6 +191,11 @@ def show(
             api = api_client()
             query = parse_violation(violation)
             found = find_check(api, owner, name, number, check)
+        if found["state"] in {"queued", "running"}:
+            raise ClientError(
+                f"check {found['kind']}:{found['name']} is {found['state']}: its violations "
+                "come when it ends"
+            )
         index, item = find_violation(api, found, query)
         page = pages.violation_page(api.server, owner, name, number, found["id"], index)
         origin = (
@@ -210,18 +220,22 @@ def show(
         f"selected {len(shown.selected)} items of {origin} on {shown.board}: "
         f"{item.get('description', '')}",
         markup=False,
+        soft_wrap=True,
     )
     if shown.zoomed:
-        out.print("zoomed to them", markup=False)
+        out.print("zoomed to them", markup=False, soft_wrap=True)
     elif shown.box is not None:
         x0, y0, x1, y1 = shown.box
         out.print(
             f"KiCad did not zoom: they lie within ({x0:.3f}, {y0:.3f}) to ({x1:.3f}, {y1:.3f}) mm",
             markup=False,
+            soft_wrap=True,
         )
     else:
-        out.print("KiCad did not zoom, and gave no bounding box for them", markup=False)
-    out.print(page, markup=False)
+        out.print(
+            "KiCad did not zoom, and gave no bounding box for them", markup=False, soft_wrap=True
+        )
+    out.print(page, markup=False, soft_wrap=True)
 
 
 def register(parent: typer.Typer) -> None:
