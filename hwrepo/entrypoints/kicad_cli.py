@@ -140,6 +140,12 @@ def _api_for(server: str) -> Api:
     config = ClientConfig.load()
     if config.server and pages.same_server(config.server, server):
         return api_client(server, config.token)
+    if config.token:
+        err.print(
+            f"asking {server} without a token (the one kept is for {config.server})",
+            markup=False,
+            soft_wrap=True,
+        )
     return api_client(server, "")
 
 

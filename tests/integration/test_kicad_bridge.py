@@ -334,15 +334,14 @@ def test_the_token_goes_only_to_its_own_server(
     made = hwrepo(home, "push", str(design), "-p", "alice/secret", "--create", "--private",
                   "--licence", "CERN-OHL-S-2.0", "--wait")  # fmt: skip
     assert made.returncode in {0, 1}, made.stderr
-    headers = {"Authorization": f"Bearer {token}"}
-    base = f"{server.url}/api/v1/projects/alice/secret/revisions/1/checks"
-    (drc,) = [c for c in httpx.get(base, headers=headers).json()["checks"] if c["kind"] == "drc"]
+    drc = check_of(server, token, "alice/secret", 1, "drc", "ecc83-pp.kicad_pcb")
     own = f"{server.url}/alice/secret/revisions/1/checks/{drc['id']}#violation-0"
     # the same server spelt by another name is another server to the client
     elsewhere = own.replace("127.0.0.1", "localhost")
     asked = hwrepo(home, "kicad", "show", "--url", elsewhere, TMPDIR=str(tmp_path))
     assert asked.returncode == 3
-    assert "does not exist, or is private" in asked.stderr or "not found" in asked.stderr
+    assert f"without a token (the one kept is for {server.url})" in asked.stderr
+    assert "there is no project alice/secret, or you have no access to it" in asked.stderr
     mine = hwrepo(home, "kicad", "show", "--url", own, TMPDIR=str(tmp_path))
     assert mine.returncode == 3
     assert "KiCad is not running" in mine.stderr  # the check was found: KiCad is what lacks
