@@ -32,6 +32,15 @@ def violation_page(
     return f"{check_page(server, owner, name, number, check_id)}#violation-{index}"
 
 
+def kicad_show_command(
+    server: str, owner: str, name: str, number: int, check_id: str, index: int
+) -> str:
+    """The line a violation's page offers to copy: it selects the violation's items in KiCad."""
+    return (
+        f"hwrepo kicad show --url '{violation_page(server, owner, name, number, check_id, index)}'"
+    )
+
+
 def same_server(a: str, b: str) -> bool:
     """Whether two URLs name the same server (scheme, host and port; default ports spelled or
     not): a token kept for one is sent to no other."""

@@ -17,6 +17,14 @@ def test_violation_url_round_trips() -> None:
     assert ref.project == "alice/my board"
 
 
+def test_the_line_to_copy_reads_back() -> None:
+    line = pages.kicad_show_command("http://127.0.0.1:8080", "alice", "it's", 2, "c1", 0)
+    assert line.startswith("hwrepo kicad show --url '") and line.endswith("'")
+    assert "'" not in line[len("hwrepo kicad show --url '") : -1]
+    ref = pages.parse_violation_url(line[len("hwrepo kicad show --url '") : -1])
+    assert (ref.name, ref.check_id, ref.index) == ("it's", "c1", 0)
+
+
 def test_a_server_under_a_path_prefix_keeps_it() -> None:
     ref = pages.parse_violation_url(
         "http://127.0.0.1:8080/hw/alice/x/revisions/12/checks/abc/#violation-0"
