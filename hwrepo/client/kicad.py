@@ -133,7 +133,13 @@ def _api_error(exc: ApiError, what: str) -> str:
 
 
 def connect(socket: str | None = None, timeout_ms: int = TIMEOUT_MS) -> Session:
-    """The running KiCad that answers, or a ClientError saying why none does."""
+    """The first running KiCad that answers, or a ClientError saying why none does."""
+    return connect_all(socket, timeout_ms)[0]
+
+
+def connect_all(socket: str | None = None, timeout_ms: int = TIMEOUT_MS) -> list[Session]:
+    """Every running KiCad that answers (a second KiCad has a socket of its own), or a
+    ClientError saying why none does."""
     candidates = sockets(socket)
     present = [s for s in candidates if s.exists()]
     if not present:
@@ -149,6 +155,7 @@ def connect(socket: str | None = None, timeout_ms: int = TIMEOUT_MS) -> Session:
             "KiCad's PCB editor, with its API server on"
         )
     refused: list[str] = []
+    answering: list[Session] = []
     for path in present:
         kicad = KiCad(socket_path=f"ipc://{path}", timeout_ms=timeout_ms)
         try:
@@ -162,7 +169,9 @@ def connect(socket: str | None = None, timeout_ms: int = TIMEOUT_MS) -> Session:
             raise ClientError(_api_error(exc, "its version")) from None
         session = Session(kicad, path, found, kicad.get_api_version())
         check_versions(session.version, session.api_version)
-        return session
+        answering.append(session)
+    if answering:
+        return answering
     live = running_instances(present[0])
     also = (
         f"; a KiCad is running ({', '.join(f'{n}, pid {p}' for n, p in live)}) but does not "
@@ -294,23 +303,44 @@ def bounding_box(session: Session, board: Board, uuids: list[str]) -> Box | None
 @dataclass
 class Shown:
     board: str
+    socket: str  # of the KiCad that has it open
     selected: list[str]
     zoomed: bool
     box: Box | None
 
 
-def show_violation(
-    session: Session, board_file: str, violation: dict[str, Any], origin: str
-) -> Shown:
-    """Select exactly the violation's items on the open board and zoom to them; a ClientError
-    when the open board is not the one the check ran on."""
-    board = open_board(session)
+def _named(doc: Any) -> str:
+    return (
+        f"{doc.board_filename} (in {doc.project.path})" if doc.project.path else doc.board_filename
+    )
+
+
+def with_board(sessions: list[Session], board_file: str, origin: str) -> tuple[Session, Board]:
+    """The KiCad that has this board open (by file name), or a ClientError naming what is open."""
     wanted = PurePosixPath(board_file).name
-    if board.name != wanted:
+    seen: list[str] = []
+    for session in sessions:
+        docs = open_boards(session)
+        if any(d.board_filename == wanted for d in docs):
+            return session, open_board(session)
+        seen += [_named(d) for d in docs]
+    if not seen:
         raise ClientError(
-            f"KiCad has {describe(board)} open, but {origin} belongs to {board_file}: open "
-            f"{wanted} in KiCad and run this again"
+            f"KiCad has no board open in its PCB editor: open {wanted}, the board of {origin} "
+            "(File → Open), and run this again"
         )
+    raise ClientError(
+        f"KiCad has {' and '.join(seen)} open, but {origin} belongs to {board_file}: open "
+        f"{wanted} in KiCad and run this again"
+    )
+
+
+def show_violation(
+    sessions: list[Session], board_file: str, violation: dict[str, Any], origin: str
+) -> Shown:
+    """Select exactly the violation's items on the board the check ran on, open in one of the
+    KiCads here, and zoom to them; a ClientError when no KiCad has that board open."""
+    session, board = with_board(sessions, board_file, origin)
     uuids = list(dict.fromkeys(item_uuids(violation)))
     if not uuids:
         raise ClientError(
@@ -333,4 +363,4 @@ def show_violation(
         )
     zoomed = zoom_to_selection(session)
     box = None if zoomed else bounding_box(session, board, uuids)
-    return Shown(board.name, selected, zoomed, box)
+    return Shown(board.name, str(session.socket), selected, zoomed, box)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,6 +31,11 @@ from hwrepo.entrypoints.client_cli import (
     out,
     push_and_report,
 )
+
+if TYPE_CHECKING:  # kipy is imported only by the commands that use it
+    from kipy.board import Board
+
+    from hwrepo.client.kicad import Session
 
 app = typer.Typer(
     pretty_exceptions_enable=False,
@@ -52,39 +57,42 @@ def status(
     socket: Socket = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Whether KiCad answers, which version, and which board it has open."""
+    """Whether KiCad answers, which version, and which board it has open (every KiCad here)."""
     from hwrepo.client import kicad
 
     try:
-        session = kicad.connect(socket)
-        docs = kicad.open_boards(session)
+        found = [(session, kicad.open_boards(session)) for session in kicad.connect_all(socket)]
     except ClientError as exc:
         fail(exc)
-    board = docs[0].board_filename if docs else None
-    directory = docs[0].project.path if docs else None
-    api = session.api_version
+    listed = []
+    for session, docs in found:
+        api = session.api_version
+        listed.append(
+            {
+                "socket": str(session.socket),
+                "kicad": session.version.full_version,
+                "kicad_python": kicad.library_version(),
+                "kicad_python_made_for": f"{api.major}.{api.minor}.{api.patch}",
+                "boards": [
+                    {"board": d.board_filename, "directory": d.project.path or None} for d in docs
+                ],
+            }
+        )
     if as_json:
-        body = {
-            "socket": str(session.socket),
-            "kicad": session.version.full_version,
-            "kicad_python": kicad.library_version(),
-            "kicad_python_made_for": f"{api.major}.{api.minor}.{api.patch}",
-            "board": board,
-            "directory": directory,
-        }
-        sys.stdout.write(json.dumps(body, indent=1) + "\n")
+        sys.stdout.write(json.dumps(listed, indent=1) + "\n")
         return
-    out.print(
-        f"KiCad {session.version.full_version} answers at {session.socket} (kicad-python "
-        f"{kicad.library_version()}, made for KiCad {api.major}.{api.minor})",
-        markup=False,
-        soft_wrap=True,
-    )
-    out.print(
-        f"board: {board} (in {directory})" if board else "board: none open",
-        markup=False,
-        soft_wrap=True,
-    )
+    for one in listed:
+        made_for = one["kicad_python_made_for"].rsplit(".", 1)[0]
+        _say(
+            f"KiCad {one['kicad']} answers at {one['socket']} (kicad-python "
+            f"{one['kicad_python']}, made for KiCad {made_for})"
+        )
+        for b in one["boards"] or [{"board": None}]:
+            _say(f"board: {b['board']} (in {b['directory']})" if b["board"] else "board: none open")
+
+
+def _say(text: str) -> None:
+    out.print(text, markup=False, soft_wrap=True)
 
 
 @app.command("publish", epilog=EXIT_CODES)
@@ -107,8 +115,7 @@ def publish(
 
     try:
         split_project(project)
-        session = kicad.connect(socket)
-        board = kicad.open_board(session)
+        session, board = _the_open_board(kicad.connect_all(socket))
         directory = kicad.board_directory(board)
         if directory is None or not directory.is_dir():
             raise ClientError(
@@ -133,6 +140,20 @@ def publish(
         as_json=as_json,
     )
     raise typer.Exit(code)
+
+
+def _the_open_board(sessions: list[Session]) -> tuple[Session, Board]:
+    """The one board open in the KiCads here: publish does not guess between two."""
+    from hwrepo.client import kicad
+
+    with_boards = [s for s in sessions if kicad.open_boards(s)]
+    if len(with_boards) > 1:
+        said = "; ".join(
+            f"{kicad.describe(kicad.open_board(s))} at {s.socket}" for s in with_boards
+        )
+        raise ClientError(f"more than one KiCad has a board open ({said}): name one with --socket")
+    session = (with_boards or sessions)[0]
+    return session, kicad.open_board(session)
 
 
 def _api_for(server: str) -> Api:
@@ -218,8 +239,7 @@ def show(
                 f"check {found['kind']}:{found['name']} is no DRC check: only board violations "
                 f"can be shown in KiCad (its page: {page})"
             )
-        session = kicad.connect(socket)
-        shown = kicad.show_violation(session, found["name"], item, origin)
+        shown = kicad.show_violation(kicad.connect_all(socket), found["name"], item, origin)
     except ClientError as exc:
         fail(exc)
     out.print(

@@ -57,17 +57,24 @@ class Pcbnew:
     home: Path
     log: Path
 
+    def pid(self) -> int | None:
+        """pcbnew's own pid: the process of that name in the session xvfb-run leads."""
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            session = int(text[text.rindex(")") + 2 :].split()[3])
+            if name == "pcbnew" and session == self.proc.pid:
+                return int(stat.parent.name)
+        return None
+
     @property
     def socket(self) -> Path:
-        return self.temp / "kicad" / "api.sock"
-
-    def pid(self) -> int | None:
-        """pcbnew's own pid, from its instance lock (xvfb-run is its parent)."""
-        for lock in (self.temp / "org.kicad.kicad" / "instances").glob("pcbnew-*"):
-            text = lock.read_text().strip("\0 \n")
-            if text.isdigit() and Path(f"/proc/{text}").exists():
-                return int(text)
-        return None
+        """KiCad's socket: `api.sock`, or `api-<pid>.sock` when another KiCad had that one."""
+        own = self.temp / "kicad" / f"api-{self.pid()}.sock"
+        return own if own.exists() else self.temp / "kicad" / "api.sock"
 
     def session(self) -> kicad.Session:
         return kicad.connect(str(self.socket))
@@ -86,13 +93,16 @@ class Pcbnew:
                 self.proc.wait(15)
 
 
-def start_pcbnew(root: Path, board: Path | None, *, server_on: bool = True) -> Pcbnew:
+def start_pcbnew(
+    root: Path, board: Path | None, *, server_on: bool = True, temp: Path | None = None
+) -> Pcbnew:
     """pcbnew under Xvfb (with `board`, or none), ready: its API answers with the board open,
-    or (API server off) its instance lock names a live process."""
-    own_home, temp = root / "home", root / "tmp"
+    or (API server off) its instance lock names a live process. `temp`: the temporary
+    directory of another KiCad, to run beside it."""
+    own_home, temp = root / "home", temp or root / "tmp"
     config = own_home / ".config" / "kicad" / "9.0"
     config.mkdir(parents=True)
-    temp.mkdir()
+    temp.mkdir(exist_ok=True)
     (config / "kicad_common.json").write_text(json.dumps({"api": {"enable_server": server_on}}))
     # Without library tables, a first start waits on a dialog that configures them.
     (config / "fp-lib-table").write_text("(fp_lib_table\n  (version 7)\n)\n")
@@ -123,7 +133,8 @@ def start_pcbnew(root: Path, board: Path | None, *, server_on: bool = True) -> P
 
 def _ready(pcbnew: Pcbnew, board: Path | None, server_on: bool) -> bool:
     if not server_on:
-        return pcbnew.pid() is not None
+        locks = pcbnew.temp / "org.kicad.kicad" / "instances"
+        return pcbnew.pid() is not None and any(locks.glob("pcbnew-*"))
     if not pcbnew.socket.exists():
         return False
     try:
@@ -303,6 +314,31 @@ def test_publish_then_show_each_way(
     assert f"KiCad has {BOARD}.kicad_pcb (in {project_dir}) open" in said
     assert f"belongs to {other['name']}: open {other['name']} in KiCad" in said
     assert set(kicad.selection(session, board)) == uuids(found[thermal])
+
+    # a second KiCad beside the first (its own socket, api-<pid>.sock), with revision 1's board:
+    # show finds the KiCad that has the board, status lists both, publish does not guess
+    first = tmp_path / "design" / OTHER
+    shutil.copytree(DEMOS / OTHER, first)
+    second = start_pcbnew(tmp_path / "kicad-2", first / other["name"], temp=pcbnew.temp)
+    try:
+        assert second.socket.name == f"api-{second.pid()}.sock"
+        listed = hwrepo(home, "kicad", "status", **pcbnew.env())
+        assert listed.returncode == 0, listed.stderr
+        assert f"board: {BOARD}.kicad_pcb" in listed.stdout
+        assert f"board: {other['name']} (in {first})" in listed.stdout
+        there = hwrepo(home, "kicad", "show", "alice/board", "1", other["id"], "0", **pcbnew.env())
+        assert there.returncode == 0, there.stderr
+        theirs = second.session()
+        violation = violations_of(server, token, other)[0]
+        picked = kicad.selection(theirs, kicad.open_board(theirs))
+        assert set(picked) == uuids(violation) and picked
+        assert set(kicad.selection(session, board)) == uuids(found[thermal]), "left alone"
+        unsure = hwrepo(home, "kicad", "publish", "-p", "alice/board", **pcbnew.env())
+        assert unsure.returncode == 3
+        assert "more than one KiCad has a board open" in unsure.stderr
+        assert "name one with --socket" in " ".join(unsure.stderr.split())
+    finally:
+        second.stop()
 
     # a board of the same name that is not the one checked: its items are not there
     twin = tmp_path / "twin" / BOARD
