@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from kipy.board_types import Field
 from kipy.kicad import KiCadVersion
 
 from hwrepo.checks.kicad.drc import DrcKind
@@ -255,6 +256,9 @@ def test_publish_then_show_each_way(
     session = pcbnew.session()
     board = kicad.open_board(session)
     on_board = kicad.index_board(session, board)
+    footprint = board.get_footprints()[0]
+    field = footprint.reference_field.proto.text.id.value  # as DRC names "Reference field of R1"
+    assert isinstance(on_board[field], Field) and on_board[footprint.id.value] is not None
     named = set().union(*(uuids(v) for v in found))
     assert named and named <= set(on_board)
 
