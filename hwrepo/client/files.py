@@ -27,6 +27,7 @@ DEFAULT_IGNORES = [
     "_autosave-*",
     "*.kicad_prl",
     "fp-info-cache",
+    "~*.lck",  # the lock KiCad keeps on an open board
     ".DS_Store",
 ]
 

@@ -17,7 +17,7 @@ from minio.error import MinioException
 from hwrepo.config import Settings, default_concurrency, load_settings
 from hwrepo.domain.errors import HwrepoError
 from hwrepo.domain.model import utcnow
-from hwrepo.entrypoints import client_cli, embedded
+from hwrepo.entrypoints import client_cli, embedded, kicad_cli
 from hwrepo.service_layer import bootstrap
 from hwrepo.service_layer import reindex as reindexing
 from hwrepo.service_layer import users as users_service
@@ -35,6 +35,7 @@ tokens_app = typer.Typer(
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 client_cli.register(app)
+kicad_cli.register(app)
 
 DataDir = Annotated[
     Path | None,

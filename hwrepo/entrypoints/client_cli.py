@@ -16,18 +16,21 @@ import getpass
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hwrepo.client import reports
 from hwrepo.client.api import Api, ClientError
+from hwrepo.client.checks import find_check, latest_revision
 from hwrepo.client.config import ClientConfig
 from hwrepo.client.diff import print_comparison
 from hwrepo.client.push import ensure_project, push, split_project
 from hwrepo.client.watch import EXIT_PUSH_FAILED, Outcome, wait
+from hwrepo.domain import pages
 
 EXIT_CODES = (
     "Exit codes: 0 every check passed; 1 a check failed; 2 a check errored, timed out, was "
@@ -39,7 +42,7 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
 
-def _client(server: str | None = None, token: str | None = None) -> Api:
+def api_client(server: str | None = None, token: str | None = None) -> Api:
     config = ClientConfig.load()
     server = server or config.server
     if not server:
@@ -49,8 +52,9 @@ def _client(server: str | None = None, token: str | None = None) -> Api:
     return Api(server, token if token is not None else config.token)
 
 
-def _fail(exc: ClientError, code: int = EXIT_PUSH_FAILED) -> None:
-    err.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+def fail(exc: ClientError, code: int = EXIT_PUSH_FAILED) -> NoReturn:
+    # escaped: a message may quote a tool's words, and "Track [/VIN]" is no markup
+    err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -66,7 +70,7 @@ def login(
         with Api(server, secret) as api:
             me = api.json("GET", "/user")
     except ClientError as exc:
-        _fail(exc)
+        fail(exc)
     path = ClientConfig(server.rstrip("/"), secret).save()
     err.print(f"logged in to {server} as {me['name']} (kept in {path})")
 
@@ -79,17 +83,20 @@ def logout() -> None:
 def whoami() -> None:
     """The user the token belongs to, and the server."""
     try:
-        with _client() as api:
+        with api_client() as api:
             me = api.json("GET", "/user")
             out.print(f"{me['name']} on {api.server}" + (" (admin)" if me.get("admin") else ""))
     except ClientError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _show(state: str, check: dict[str, Any]) -> None:
     mark = {"queued": "·", "running": "…", "passed": "✓", "failed": "✗"}.get(state, "!")
     summary = f"  {check['summary']}" if state not in {"queued", "running"} else ""
-    err.print(f"  {mark} {state:<9} {check.get('kind', '')} {check.get('name', '')}{summary}")
+    err.print(
+        f"  {mark} {state:<9} {check.get('kind', '')} {check.get('name', '')}{summary}",
+        markup=False,
+    )
 
 
 def _table(body: dict[str, Any]) -> Table:
@@ -97,7 +104,7 @@ def _table(body: dict[str, Any]) -> Table:
     for column in ("state", "kind", "check", "summary"):
         table.add_column(column)
     for c in body.get("checks", []):
-        table.add_row(c["state"], c["kind"], c["name"], c.get("summary", ""))
+        table.add_row(*(escape(str(c.get(k) or "")) for k in ("state", "kind", "name", "summary")))
     return table
 
 
@@ -132,19 +139,55 @@ def push_command(
     Left out: .git/, sim_build/, __pycache__/ and the patterns of a .hwrepoignore (gitignore
     syntax)."""
     try:
-        api = _client()
+        api = api_client()
         ensure_project(api, project, create=create, licence=licence, private=private)
+    except ClientError as exc:
+        fail(exc)
+    code = push_and_report(
+        api,
+        project,
+        directory,
+        message=message,
+        wait_=wait_,
+        timeout=timeout,
+        junit=junit,
+        sarif=sarif,
+        as_json=as_json,
+        require_review=require_review,
+    )
+    raise typer.Exit(code)
+
+
+def push_and_report(
+    api: Api,
+    project: str,
+    directory: Path,
+    *,
+    message: str,
+    wait_: bool,
+    timeout: float,
+    junit: Path | None,
+    sarif: Path | None,
+    as_json: bool,
+    require_review: bool = False,
+) -> int:
+    """Push DIRECTORY, print what was sent, and with --wait (or a report asked for) follow the
+    checks live and write the reports: the one way of `push` and `kicad publish`. Returns the
+    exit code."""
+    try:
         pushed = push(api, project, directory, message=message)
     except ClientError as exc:
-        _fail(exc)
+        fail(exc)
     revision = pushed.revision
     owner, name = split_project(project)
     number = int(revision["number"])
-    page = api.url(f"/{owner}/{name}/revisions/{number}")
+    page = pages.revision_page(api.server, owner, name, number)
     again = "" if revision.get("created_now", True) else " (the same push as before)"
     err.print(
         f"revision {number} of {project}{again}: {pushed.files} files, "
-        f"{pushed.sent_files} sent ({pushed.sent_bytes} bytes)"
+        f"{pushed.sent_files} sent ({pushed.sent_bytes} bytes)",
+        markup=False,
+        soft_wrap=True,
     )
     code = 0
     result: dict[str, Any] = {"revision": revision, "url": page}
@@ -160,26 +203,27 @@ def push_command(
                 require_review=require_review,
             )
         except ClientError as exc:
-            _fail(exc, 2)
+            fail(exc, 2)
         code = outcome.exit_code
         result.update(checks=outcome.checks, exit_code=code, why=outcome.why())
         _reports(api, project, number, outcome, junit, sarif)
         if not as_json:
             err.print(_table(outcome.checks))
             if outcome.why():
-                err.print(f"[yellow]{outcome.why()}[/]", markup=True)
+                err.print(f"[yellow]{escape(outcome.why())}[/]", markup=True)
             review = outcome.checks.get("review") or {}
             if review.get("state", "none") != "none":
                 err.print(
                     f"review: {review['state']} ({review['approvals']} of "
-                    f"{review['required']} approvals)"
+                    f"{review['required']} approvals)",
+                    markup=False,
                 )
-            err.print(f"{outcome.state}: {page}")
+            err.print(f"{outcome.state}: {page}", markup=False, soft_wrap=True)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:
-        out.print(page)
-    raise typer.Exit(code)
+        out.print(page, markup=False, soft_wrap=True)
+    return code
 
 
 def _reports(
@@ -193,7 +237,7 @@ def _reports(
             reports.write_sarif(reports.sarif(api, outcome.checks), sarif)
             err.print(f"SARIF log: {sarif}")
     except ClientError as exc:
-        _fail(exc, 2)
+        fail(exc, 2)
 
 
 def checks_command(
@@ -206,11 +250,11 @@ def checks_command(
     """The checks of a revision and their states; exits as `push --wait` does."""
     owner, name = split_project(project)
     try:
-        with _client() as api:
-            number = revision or _latest(api, owner, name)
+        with api_client() as api:
+            number = revision or latest_revision(api, owner, name)
             body = api.json("GET", f"/projects/{owner}/{name}/revisions/{number}/checks")
     except ClientError as exc:
-        _fail(exc)
+        fail(exc)
     outcome = Outcome(body, waiting_for=list(body.get("waiting_for") or []))
     if as_json:
         sys.stdout.write(json.dumps(body, indent=1) + "\n")
@@ -218,22 +262,6 @@ def checks_command(
         out.print(f"{project} revision {number}: {body['state']}")
         out.print(_table(body))
     raise typer.Exit(outcome.exit_code)
-
-
-def _latest(api: Api, owner: str, name: str) -> int:
-    page = api.json("GET", f"/projects/{owner}/{name}/revisions", params={"per_page": 1})
-    if not page["items"]:
-        raise ClientError(f"{owner}/{name} has no revision yet")
-    return int(page["items"][0]["number"])
-
-
-def _find_check(api: Api, owner: str, name: str, number: int, check: str) -> dict[str, Any]:
-    body = api.json("GET", f"/projects/{owner}/{name}/revisions/{number}/checks")
-    for c in body["checks"]:
-        if check in {c["id"], c["name"], f"{c['kind']}:{c['name']}"}:
-            return c  # type: ignore[no-any-return]
-    names = ", ".join(f"{c['kind']}:{c['name']}" for c in body["checks"]) or "none"
-    raise ClientError(f"revision {number} has no check {check!r} (it has: {names})")
 
 
 def logs_command(
@@ -249,8 +277,8 @@ def logs_command(
 
     owner, name = split_project(project)
     try:
-        with _client() as api:
-            c = _find_check(api, owner, name, revision, check)
+        with api_client() as api:
+            c = find_check(api, owner, name, revision, check)
             path = c["url"].removeprefix("/api/v1")
             offset = 0
             while True:
@@ -267,7 +295,7 @@ def logs_command(
                 if not response.content:
                     return
     except ClientError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def rerun_command(
@@ -278,15 +306,15 @@ def rerun_command(
     """Queue a new run of one check, or of every check of the revision (maintainers)."""
     owner, name = split_project(project)
     try:
-        with _client() as api:
+        with api_client() as api:
             base = f"/projects/{owner}/{name}/revisions/{revision}/checks"
             if check is None:
                 api.json("POST", f"{base}/rerun")
             else:
-                c = _find_check(api, owner, name, revision, check)
+                c = find_check(api, owner, name, revision, check)
                 api.json("POST", c["url"].removeprefix("/api/v1") + "/rerun")
     except ClientError as exc:
-        _fail(exc)
+        fail(exc)
     err.print("queued")
 
 
@@ -301,10 +329,10 @@ def waive_command(
     owner, name = split_project(project)
     body = {"kind": kind, "type": type_, "reason": reason, "items": item or []}
     try:
-        with _client() as api:
+        with api_client() as api:
             made = api.json("POST", f"/projects/{owner}/{name}/waivers", json=body)
     except ClientError as exc:
-        _fail(exc)
+        fail(exc)
     err.print(f"waiver {made.get('id')} made; re-run the checks for it to count")
 
 
@@ -316,10 +344,10 @@ def projects_command(
     """The projects of the catalogue this token may see."""
     params = {k: v for k, v in {"owner": owner, "q": query, "per_page": 100}.items() if v}
     try:
-        with _client() as api:
+        with api_client() as api:
             page = api.json("GET", "/projects", params=params)
     except ClientError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         sys.stdout.write(json.dumps(page, indent=1) + "\n")
         return
@@ -327,9 +355,8 @@ def projects_command(
     for column in ("project", "kind", "visibility", "description"):
         table.add_column(column)
     for p in page["items"]:
-        table.add_row(
-            f"{p['owner']}/{p['name']}", p["kind"], p["visibility"], p.get("description", "")
-        )
+        cells = (f"{p['owner']}/{p['name']}", p["kind"], p["visibility"], p.get("description"))
+        table.add_row(*(escape(str(c or "")) for c in cells))
     out.print(table)
 
 
@@ -344,11 +371,11 @@ def diff_command(
     owner, name = split_project(project)
     spec = f"{a}...{b}" if b is not None else str(a)
     try:
-        with _client() as api:
+        with api_client() as api:
             document = api.json("GET", f"/projects/{owner}/{name}/compare/{spec}")
             page = api.url(f"/{owner}/{name}/compare/{spec}")
     except ClientError as exc:
-        _fail(exc, 2)
+        fail(exc, 2)
     if as_json:
         sys.stdout.write(json.dumps(document, indent=1) + "\n")
     else:
