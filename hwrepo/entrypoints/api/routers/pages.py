@@ -185,10 +185,12 @@ async def logout(request: Request, backends: BackendsDep) -> Response:
     return response
 
 
-def _me(request: Request, user: User | None) -> User:
-    if user is None:
+async def _me(request: Request, backends: BackendsDep) -> User:
+    """The signed-in user of a form's post (its CSRF token is checked by `_form`)."""
+    session = await signed_in(request, backends)
+    if session is None:
         raise Unauthenticated("sign in first")
-    return user
+    return session.user
 
 
 @router.get("/settings/tokens", response_class=HTMLResponse)
@@ -200,8 +202,8 @@ async def tokens_page(request: Request, backends: BackendsDep, user: UserDep) ->
 
 
 @router.post("/settings/tokens", response_class=HTMLResponse)
-async def create_token(request: Request, backends: BackendsDep, user: UserDep) -> Response:
-    me = _me(request, user)
+async def create_token(request: Request, backends: BackendsDep) -> Response:
+    me = await _me(request, backends)
     fields = await _form(request, backends)
     days = fields.get("expires_in_days", "").strip()
     expires = utcnow() + timedelta(days=int(days)) if days.isdigit() and int(days) > 0 else None
@@ -219,10 +221,8 @@ async def create_token(request: Request, backends: BackendsDep, user: UserDep) -
 
 
 @router.post("/settings/tokens/{token_id}/revoke")
-async def revoke_token(
-    token_id: str, request: Request, backends: BackendsDep, user: UserDep
-) -> Response:
-    me = _me(request, user)
+async def revoke_token(token_id: str, request: Request, backends: BackendsDep) -> Response:
+    me = await _me(request, backends)
     await _form(request, backends)
     await run_in_threadpool(users.revoke_token, backends, me, token_id)
     return RedirectResponse("/settings/tokens", status_code=303)

@@ -42,8 +42,16 @@
     if (!badge) return;
     const states = Object.values(stateOf).map((s) => s.state);
     if (!states.length || states.some((s) => s === "queued" || s === "running")) return hwrepo.badge(badge, "pending");
-    // the final word (required checks, supersession) is the server's
-    hwrepo.json(`/api/v1/projects/${project}/revisions/${revision}/checks`).then((b) => hwrepo.badge(badge, b.state)).catch(() => {});
+    // the final word (required checks, supersession) is the server's; its index may record
+    // the last verdict a moment after the event was sent, so ask again a few times
+    settle(badge, 10);
+  }
+  function settle(badge, tries) {
+    hwrepo.json(`/api/v1/projects/${project}/revisions/${revision}/checks`).then((b) => {
+      hwrepo.badge(badge, b.state);
+      const open = Object.values(stateOf).some((s) => s.state === "queued" || s.state === "running");
+      if (b.state === "pending" && !open && tries > 1) setTimeout(() => settle(badge, tries - 1), 500);
+    }).catch(() => {});
   }
   const source = new EventSource(`/api/v1/projects/${project}/events?revision=${revision}`);
   source.onopen = () => { status.textContent = "connected"; };

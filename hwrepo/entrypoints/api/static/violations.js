@@ -137,6 +137,10 @@
   }
   for (const b of document.querySelectorAll("#drawing-tabs button")) b.addEventListener("click", () => show(b.dataset.key));
 
+  window.addEventListener("hashchange", () => {
+    const m = /^#violation-(\d+)$/.exec(location.hash);
+    if (m && +m[1] !== selected) select(+m[1], true);
+  });
   const hash = /^#violation-(\d+)$/.exec(location.hash);
   const start = board && data.drawings.length ? show(data.drawings[0].key) : Promise.resolve();
   start.then(() => {
