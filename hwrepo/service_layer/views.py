@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwrepo.adapters.db.index import Index, ProjectQuery
-from hwrepo.domain.checks import Check, RevisionState, revision_state
+from hwrepo.domain.checks import Check, RevisionState
 from hwrepo.domain.errors import NotFound
 from hwrepo.domain.model import FileEntry, Project, ProjectLink, Revision, User
+from hwrepo.domain.reviews import ReviewState
 from hwrepo.service_layer import checks as checks_service
 from hwrepo.service_layer import projects, revisions
 from hwrepo.service_layer.backends import Backends
@@ -43,11 +44,20 @@ class ProjectView:
     latest: Revision | None = None
     latest_state: RevisionState | None = None
     checks: list[Check] = field(default_factory=list)
+    open_reviews: list[OpenReview] = field(default_factory=list)
 
 
-def _state(index: Index, project: Project, revision_id: str) -> RevisionState:
-    planned, _ = index.plan_state(revision_id)
-    return revision_state(planned, index.revision_checks(revision_id), project.required_checks)
+def _state(index: Index, project: Project, revision: Revision) -> RevisionState:
+    return checks_service.revision_checks(index, project, revision).state
+
+
+@dataclass
+class OpenReview:
+    """A revision with unresolved review threads, or whose required approvals are not given."""
+
+    number: int
+    open_threads: int
+    review: ReviewState
 
 
 def catalogue(backends: Backends, query: ProjectQuery) -> tuple[list[ProjectCard], int, list[str]]:
@@ -59,7 +69,7 @@ def catalogue(backends: Backends, query: ProjectQuery) -> tuple[list[ProjectCard
             if latest:
                 revision = latest[0][0]
                 cards.append(
-                    ProjectCard(project, revision.number, _state(index, project, revision.id))
+                    ProjectCard(project, revision.number, _state(index, project, revision))
                 )
             else:
                 cards.append(ProjectCard(project, None, None))
@@ -73,7 +83,7 @@ def project_view(
     with backends.reading() as index:
         project = projects.visible_project(index, viewer, owner, name)
         rows, total = index.revisions(project.id, page=page, per_page=50)
-        listed = [RevisionRow(r, n, size, _state(index, project, r.id)) for r, n, size in rows]
+        listed = [RevisionRow(r, n, size, _state(index, project, r)) for r, n, size in rows]
     view = ProjectView(project, projects.linked_from(backends, viewer, project), listed, total)
     newest = None
     with backends.reading() as index:
@@ -83,8 +93,21 @@ def project_view(
         if newest is not None:
             view.latest = newest
             view.checks = index.revision_checks(newest.id)
-            view.latest_state = _state(index, project, newest.id)
+            view.latest_state = _state(index, project, newest)
+        view.open_reviews = _open_reviews(index, project, [r.revision.number for r in listed])
     return view
+
+
+def _open_reviews(index: Index, project: Project, numbers: list[int]) -> list[OpenReview]:
+    unresolved: dict[int, int] = {}
+    for thread in index.threads(project.id, resolved=False):
+        unresolved[thread.revision] = unresolved.get(thread.revision, 0) + 1
+    out = []
+    for number in sorted(set(unresolved) | set(numbers), reverse=True):
+        review = checks_service.revision_review(index, project, number)
+        if unresolved.get(number) or review.state in ("pending", "changes_requested"):
+            out.append(OpenReview(number, unresolved.get(number, 0), review))
+    return out
 
 
 @dataclass

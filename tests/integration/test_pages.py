@@ -280,3 +280,36 @@ def test_registration_only_where_the_site_allows_it(
     # the password is kept with the user in the bucket (an argon2 hash, never the password)
     document = backends.store.get_json("users/dora.json")
     assert document["password_hash"].startswith("$argon2") and PASSWORD not in str(document)
+
+
+def test_review_state_and_open_reviews(api: TestClient, alice: Actor, bob: Actor) -> None:
+    create_project(api, alice, "reviewed")
+    changed = api.patch(
+        "/api/v1/projects/alice/reviewed", json={"required_approvals": 1}, headers=alice.headers
+    )
+    assert changed.status_code == 200, changed.text
+    api.put(
+        "/api/v1/projects/alice/reviewed/members/bob",
+        json={"role": "reviewer"},
+        headers=alice.headers,
+    )
+    uploaded(api, alice, "alice/reviewed", {"rtl/a.v": b"module a;\nendmodule\n"})
+    base = "/api/v1/projects/alice/reviewed/revisions/1"
+    thread = api.post(
+        f"{base}/threads",
+        json={"anchor": {"kind": "file", "path": "rtl/a.v", "line_start": 2}, "body": "why?"},
+        headers=bob.headers,
+    )
+    assert thread.status_code == 201, thread.text
+    project = api.get("/alice/reviewed", headers=HTML).text
+    opened = project[project.index('id="open-reviews"') :]
+    assert 'data-revision="1"' in opened and "0 of 1 approvals" in opened
+    assert "1 open thread<" in opened
+    revision = api.get("/alice/reviewed/revisions/1", headers=HTML).text
+    review = revision[revision.index('id="review-state"') :]
+    assert "review-pending" in review and "0 of 1 required approval" in review
+    verdict = api.post(f"{base}/review", json={"verdict": "approve"}, headers=bob.headers)
+    assert verdict.status_code == 200, verdict.text
+    revision = api.get("/alice/reviewed/revisions/1", headers=HTML).text
+    review = revision[revision.index('id="review-state"') :]
+    assert "review-approved" in review and "approved by bob" in review

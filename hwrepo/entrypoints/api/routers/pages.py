@@ -263,18 +263,18 @@ async def revision_page(
     backends: BackendsDep,
     user: UserDep,
 ) -> HTMLResponse:
-    project, revision, state, planned, errors, found = await run_in_threadpool(
-        checks.list_checks, backends, user, owner, name, number
-    )
+    found = await run_in_threadpool(checks.list_checks, backends, user, owner, name, number)
     return render(
         request,
         "revision.html",
-        project=project,
-        revision=revision,
-        state=state,
-        planned=planned,
-        plan_errors=errors,
-        checks=found,
+        project=found.project,
+        revision=found.revision,
+        state=found.state,
+        checks_state=found.checks_state,
+        review=found.review,
+        planned=found.planned,
+        plan_errors=found.errors,
+        checks=found.checks,
     )
 
 
