@@ -112,17 +112,26 @@ def _positions(details: dict[str, Any], sheet_of: Callable[[dict], str]) -> list
 def _drc_page(backends: Backends, project: Project, check: Check, details: dict) -> dict:
     return {
         **_drc(backends, project, check, details),
+        "heading": "Violations",
+        "drawing_class": "board",
+        "kicad_bridge": True,
         "positions": _positions(details, lambda i: "front"),
     }
 
 
 def _erc_page(backends: Backends, project: Project, check: Check, details: dict) -> dict:
     found = _erc(backends, project, check, details)
-    return {**found, "positions": _positions(details, lambda i: _sheet_key(i.get("sheet")))}
+    return {
+        **found,
+        "heading": "Violations",
+        "drawing_class": "schematic",
+        "kicad_bridge": True,
+        "positions": _positions(details, lambda i: _sheet_key(i.get("sheet"))),
+    }
 
 
 def _lint(backends: Backends, project: Project, check: Check, details: dict) -> dict:
-    return {"drawings": [], "positions": [], "render": None}
+    return {"drawings": [], "positions": [], "render": None, "heading": "Findings"}
 
 
 def _render(backends: Backends, project: Project, check: Check, details: dict) -> dict:

@@ -1,5 +1,6 @@
-// A check's log, paged by byte range (X-Next-Offset); while the check runs it follows: the
-// check's own events say when more was written or when it finished.
+// A check's log, paged by byte range (X-Next-Offset). The worker stores a job's log when the
+// job ends, so while the check is queued or running the page follows its events and shows the
+// log as soon as the check.finished event says it is there.
 "use strict";
 (() => {
   const box = document.getElementById("log");
@@ -13,7 +14,7 @@
     busy = true;
     try {
       const response = await fetch(`${box.dataset.url}?offset=${offset}&limit=${PAGE}`, { credentials: "same-origin" });
-      if (response.status === 404) { status.textContent = final ? "(no log)" : "(not written yet)"; return; }
+      if (response.status === 404) { status.textContent = final ? "(no log)" : "(not written yet)"; return false; }
       const chunk = await response.text();
       size = +(response.headers.get("X-Log-Size") || 0);
       text.append(chunk);
@@ -22,7 +23,12 @@
       more.hidden = !next;
       status.textContent = `${offset} of ${size} bytes`;
       if (follow.checked) text.scrollTop = text.scrollHeight;
+      return true;
     } finally { busy = false; }
+  }
+  // the index records the finished check (and so its log) a moment after the event
+  async function loadWhenStored(tries) {
+    if (!(await load()) && tries > 1) setTimeout(() => loadWhenStored(tries - 1), 500);
   }
   more.addEventListener("click", load);
   load();
@@ -37,7 +43,7 @@
         if (badge) hwrepo.badge(badge, ev.data.state);
         const summary = document.getElementById("check-summary");
         if (summary) summary.textContent = ev.data.summary;
-        if (follow.checked) load();
+        if (follow.checked) loadWhenStored(20);
       }
     });
   }

@@ -33,7 +33,7 @@
     const flags = [v.waived ? "waived" : "", v.excluded ? "excluded" : ""].filter(Boolean).join(", ");
     const desc = hwrepo.el("td", {}, hwrepo.el("div", { text: v.description || "" }), where(v), items);
     if (flags) desc.append(hwrepo.el("div", { class: "muted", text: flags + (v.waiver && v.waiver.reason ? `: ${v.waiver.reason}` : "") }));
-    if (data.kind === "drc" || data.kind === "erc") {
+    if (data.show) {
       desc.append(hwrepo.el("div", { class: "copy muted" }, "open in KiCad: ", hwrepo.el("code", { text: `${data.show} ${v.index}` })));
     }
     tr.append(hwrepo.el("td", { text: v.index }), hwrepo.el("td", { class: `sev-${v.severity}`, text: v.severity }),

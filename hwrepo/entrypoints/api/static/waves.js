@@ -10,7 +10,7 @@
   const canvas = document.getElementById("wave-canvas"), ctx = canvas.getContext("2d");
   const tree = document.getElementById("wave-tree"), search = document.getElementById("wave-search");
   const values = document.getElementById("wave-values"), radix = document.getElementById("wave-radix");
-  const ROW = 28, LABEL = 0, MAX_SHOWN = 64;
+  const ROW = 28, LABEL = 150, MAX_SHOWN = 64;
   let info = null, shown = [], data = {}, t0 = 0, t1 = 1, cursor = null, cursorValues = {};
   let request = 0;
 
@@ -37,17 +37,33 @@
   };
 
   // -- the tree ------------------------------------------------------------------------------
+  // scopes as nested, foldable lists; a search shows the matching signals with their scopes open
   function buildTree() {
     const q = search.value.toLowerCase();
     tree.replaceChildren();
+    const scopes = new Map([["", tree]]);
+    const scopeList = (path) => {
+      if (scopes.has(path)) return scopes.get(path);
+      const cut = path.lastIndexOf(".");
+      const parent = scopeList(cut < 0 ? "" : path.slice(0, cut));
+      const list = hwrepo.el("ul");
+      const details = hwrepo.el("details", {}, hwrepo.el("summary", { text: path.slice(cut + 1) }), list);
+      details.open = Boolean(q) || !path.includes(".");
+      parent.append(hwrepo.el("li", { class: "scope" }, details));
+      scopes.set(path, list);
+      return list;
+    };
     let count = 0;
     for (const s of info.signals) {
       if (q && !s.name.toLowerCase().includes(q)) continue;
       if (++count > 2000) { tree.append(hwrepo.el("li", { class: "muted", text: "… refine the search" })); break; }
-      const li = hwrepo.el("li", { "data-signal": s.name, title: `${s.name} (${s.width} bit${s.width === 1 ? "" : "s"}) — click to add` , text: `${s.name}${s.width > 1 ? ` [${s.width - 1}:0]` : ""}` });
+      const cut = s.name.lastIndexOf(".");
+      const leaf = s.name.slice(cut + 1);
+      const li = hwrepo.el("li", { class: "signal", "data-signal": s.name, title: `${s.name} (${s.width} bit${s.width === 1 ? "" : "s"}): click to add`, text: `${leaf}${s.width > 1 ? ` [${s.width - 1}:0]` : ""}` });
       li.addEventListener("click", () => add(s.name));
-      tree.append(li);
+      scopeList(cut < 0 ? "" : s.name.slice(0, cut)).append(li);
     }
+    if (!count) tree.append(hwrepo.el("li", { class: "muted", text: "no signal matches" }));
   }
   search.addEventListener("input", buildTree);
   function add(name) {
@@ -71,7 +87,7 @@
     resize();
     if (!shown.length) { data = {}; draw(); table(); return; }
     const mine = ++request;
-    const body = await fetchChanges(t0, t1, canvas.width);
+    const body = await fetchChanges(t0, t1, canvas.width / devicePixelRatio - LABEL);
     if (mine !== request) return;
     data = body.signals;
     draw();
@@ -115,7 +131,7 @@
     canvas.style.height = canvas.height / devicePixelRatio + "px";
     ctx.setTransform(devicePixelRatio, 0, 0, devicePixelRatio, 0, 0);
   }
-  const px = (t) => ((t - t0) / (t1 - t0)) * (canvas.width / devicePixelRatio);
+  const px = (t) => LABEL + ((t - t0) / (t1 - t0)) * (canvas.width / devicePixelRatio - LABEL);
   function draw() {
     const W = canvas.width / devicePixelRatio;
     ctx.clearRect(0, 0, W, canvas.height);
@@ -124,15 +140,13 @@
     shown.forEach((name, row) => {
       const s = data[name];
       const top = row * ROW + 4, mid = top + (ROW - 8) / 2, high = top, low = top + ROW - 8;
-      ctx.fillStyle = "#687284";
-      ctx.fillText(name.split(".").pop(), 2, top + ROW - 9);
       if (!s || s.missing) return;
       const segments = [];
       let value = s.initial, from = t0;
       for (const [t, v, n] of s.changes) { segments.push([from, t, value, false]); if (n > 1) segments.push([t, t, v, true]); value = v; from = t; }
       segments.push([from, t1, value, false]);
       for (const [a, b, v, dense] of segments) {
-        const x0 = Math.max(0, px(a)), x1 = Math.min(W, Math.max(px(b), x0 + (dense ? 1 : 0)));
+        const x0 = Math.max(LABEL, px(a)), x1 = Math.min(W, Math.max(px(b), x0 + (dense ? 1 : 0)));
         const unknown = v == null || /x/i.test(v), floating = v != null && /^z+$/i.test(v);
         ctx.strokeStyle = unknown ? "#d33" : floating ? "#c90" : "#1e6b35";
         ctx.fillStyle = unknown ? "rgba(221,51,51,.25)" : "rgba(30,107,53,.12)";
@@ -151,6 +165,13 @@
         }
       }
     });
+    // the names, in a column of their own left of the waves
+    ctx.clearRect(0, 0, LABEL, canvas.height);
+    ctx.fillStyle = "#1d2330";
+    shown.forEach((name, row) => {
+      const label = name.split(".").pop();
+      ctx.fillText(label.length > 20 ? label.slice(0, 19) + "…" : label, 4, row * ROW + ROW / 2 + 4);
+    });
     if (cursor != null && cursor >= t0 && cursor <= t1) {
       ctx.strokeStyle = "#284a7e"; ctx.beginPath(); ctx.moveTo(px(cursor), 0); ctx.lineTo(px(cursor), canvas.height); ctx.stroke();
     }
@@ -168,7 +189,10 @@
   document.getElementById("wave-fit").addEventListener("click", () => windowTo(0, Math.max(info.end, 10)));
   document.getElementById("wave-left").addEventListener("click", () => { const d = (t1 - t0) / 4; windowTo(t0 - d, t1 - d); });
   document.getElementById("wave-right").addEventListener("click", () => { const d = (t1 - t0) / 4; windowTo(t0 + d, t1 + d); });
-  const tickAt = (e) => t0 + ((e.clientX - canvas.getBoundingClientRect().left) / canvas.clientWidth) * (t1 - t0);
+  const tickAt = (e) => {
+    const x = e.clientX - canvas.getBoundingClientRect().left - LABEL;
+    return t0 + (Math.max(0, x) / (canvas.clientWidth - LABEL)) * (t1 - t0);
+  };
   canvas.addEventListener("wheel", (e) => { e.preventDefault(); zoom(e.deltaY < 0 ? 0.7 : 1.4, tickAt(e)); }, { passive: false });
   let drag = null;
   canvas.addEventListener("mousedown", (e) => { drag = { x: e.clientX, t0, t1, moved: false }; });
@@ -176,7 +200,7 @@
     if (!drag) return;
     const dx = e.clientX - drag.x;
     if (Math.abs(dx) > 3) drag.moved = true;
-    if (drag.moved) { const dt = (dx / canvas.clientWidth) * (drag.t1 - drag.t0); t0 = Math.max(0, drag.t0 - dt); t1 = t0 + (drag.t1 - drag.t0); draw(); }
+    if (drag.moved) { const dt = (dx / (canvas.clientWidth - LABEL)) * (drag.t1 - drag.t0); t0 = Math.max(0, drag.t0 - dt); t1 = t0 + (drag.t1 - drag.t0); draw(); }
   });
   window.addEventListener("mouseup", (e) => {
     if (!drag) return;
