@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,12 @@ LIMITS = SandboxLimits(
     processes=16,
 )
 INSIDE = "hwrepo.checks.simulation.waves"
+# Sandboxes reading waveforms at once in one API process (each may take a core and gigabytes):
+# more wait, and a request that waits too long is told to come back.
+AT_ONCE = threading.BoundedSemaphore(2)
+WAIT_S = 30.0
+# The API's copies of waveforms: the least recently used go beyond this size.
+CACHE_BYTES = 4 * 1024**3
 
 
 def waveform_artifact(check: Check) -> dict[str, Any]:
@@ -71,7 +78,25 @@ def _cached(backends: Backends, item: dict[str, Any]) -> Path:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _prune(_cache_root(backends), keep=directory)
     return directory
+
+
+def _prune(root: Path, keep: Path) -> None:
+    """Forget the least recently used copies while the cache holds more than CACHE_BYTES."""
+    entries = []
+    for entry in root.iterdir():
+        if entry == keep or entry.name.startswith("fetch-") or not entry.is_dir():
+            continue
+        files = [f for f in entry.iterdir() if f.is_file()]
+        entries.append((max((f.stat().st_atime for f in files), default=0), entry, files))
+    total = sum(f.stat().st_size for _, _, files in entries for f in files)
+    total += sum(f.stat().st_size for f in keep.iterdir() if f.is_file())
+    for _, entry, files in sorted(entries, key=lambda e: e[0]):
+        if total <= CACHE_BYTES:
+            break
+        total -= sum(f.stat().st_size for f in files)
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def _run(backends: Backends, check: Check, function: str, request: dict[str, Any]) -> dict:
@@ -82,13 +107,19 @@ def _run(backends: Backends, check: Check, function: str, request: dict[str, Any
     root = Path(tempfile.mkdtemp(prefix="waves-", dir=scratch))
     ws = Workspace(root=root, cache=directory)
     file = CACHE_ROOT / f"waves{Path(str(item['name'])).suffix}"
+    if not AT_ONCE.acquire(timeout=WAIT_S):
+        shutil.rmtree(root, ignore_errors=True)
+        raise ServiceUnavailable(
+            "the waveform reader", "it reads other waveforms; retry in a moment", state="is busy"
+        )
     try:
         run = Sandbox(ws, LIMITS).python(
             f"{INSIDE}:{function}", {**request, "file": str(file)}, timeout_s=TIMEOUT_S
         )
     except SandboxUnavailable as exc:
-        raise ServiceUnavailable("the waveform sandbox", str(exc)) from exc
+        raise ServiceUnavailable("the waveform sandbox", str(exc), state="cannot start") from exc
     finally:
+        AT_ONCE.release()
         shutil.rmtree(root, ignore_errors=True)
     if run.response is None:
         raise Invalid(f"the waveform {item['name']!r} could not be read: {run.error}")

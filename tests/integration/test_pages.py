@@ -14,6 +14,7 @@ from hwrepo.config import Settings
 from hwrepo.entrypoints.api.app import create_app
 from hwrepo.service_layer import users
 from hwrepo.service_layer.backends import Backends
+from hwrepo.service_layer.reindex import reindex
 from tests.conftest import Actor
 from tests.integration.helpers import PROBLEM_JSON, assert_problem, create_project, uploaded
 
@@ -313,3 +314,18 @@ def test_review_state_and_open_reviews(api: TestClient, alice: Actor, bob: Actor
     revision = api.get("/alice/reviewed/revisions/1", headers=HTML).text
     review = revision[revision.index('id="review-state"') :]
     assert "review-approved" in review and "approved by bob" in review
+
+
+def test_a_password_survives_a_reindex_and_sessions_do_not(
+    api: TestClient, backends: Backends, settings: Settings, fresh_database: str, alice: Actor
+) -> None:
+    users.set_password(backends, "alice", PASSWORD)
+    sign_in(api, "alice")
+    cookie = api.cookies.get("hwrepo_session")
+    rebuilt = Backends.from_settings(settings.model_copy(update={"database_url": fresh_database}))
+    try:
+        reindex(rebuilt)
+        assert users.verify_password(rebuilt, "alice", PASSWORD).name == "alice"
+        assert users.session_user(rebuilt, cookie) is None  # sign in again
+    finally:
+        rebuilt.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -237,7 +238,8 @@ async def upload_page(
     project: Annotated[str, Query(max_length=201)] = "",
 ) -> Response:
     if user is None:
-        return RedirectResponse(f"/login?next=/upload%3Fproject%3D{project}", status_code=303)
+        target = quote(f"/upload?project={project}" if project else "/upload", safe="")
+        return RedirectResponse(f"/login?next={target}", status_code=303)
     query = ProjectQuery(viewer=user, page=1, per_page=1000)
     cards, _, _ = await run_in_threadpool(views.catalogue, backends, query)
     mine = [c.project.full_name for c in cards if c.project.has_role(user, Role.MAINTAINER)]
