@@ -136,6 +136,8 @@ def _start_session(request: Request, backends: BackendsDep, user: User, to: str)
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request, backends: BackendsDep, next: str = "/") -> Response:
+    if await signed_in(request, backends):
+        return RedirectResponse(_local(next), status_code=303)
     return _signed_out_form(request, "login.html", next=_local(next), error=None)
 
 
@@ -156,6 +158,8 @@ async def login(request: Request, backends: BackendsDep) -> Response:
 async def register_page(request: Request, backends: BackendsDep) -> Response:
     if not backends.settings.registration:
         raise Forbidden("this site does not take registrations: an administrator makes accounts")
+    if await signed_in(request, backends):
+        return RedirectResponse("/", status_code=303)
     return _signed_out_form(request, "register.html", error=None)
 
 
