@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     embedded: EmbeddedPorts = Field(default_factory=EmbeddedPorts)
     upload_limits: UploadLimits = Field(default_factory=UploadLimits)
     outbox_poll_s: float = 0.5
+    # The pages: anyone may make an account when `registration` is on (else an admin sets
+    # passwords with `hwrepo users password`); sessions last `session_days`; session cookies
+    # are `Secure` when the site is served over HTTPS (public_url https://...).
+    registration: bool = False
+    session_days: int = 14
     seed_demo_projects: bool = True
     ready_timeout_s: float = 60.0  # `hwrepo up`: how long /readyz may take to answer 200
 

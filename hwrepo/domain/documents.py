@@ -33,6 +33,7 @@ def user_document(user: User) -> dict[str, Any]:
         "name": user.name,
         "admin": user.admin,
         "created": user.created.isoformat(),
+        "password_hash": user.password_hash,
         # Tokens are kept as SHA-256 digests of 256-bit random secrets, never in clear.
         "tokens": [
             {
@@ -67,6 +68,7 @@ def user_from_document(doc: dict[str, Any]) -> User:
             )
             for t in doc.get("tokens", [])
         ],
+        password_hash=doc.get("password_hash"),
     )
 
 

@@ -108,6 +108,21 @@ class User:
     admin: bool
     created: datetime
     tokens: list[Token] = field(default_factory=list)
+    # An argon2 hash of the password for signing in to the pages (None: no password set).
+    password_hash: str | None = None
+
+
+@dataclass
+class WebSession:
+    """A signed-in browser: its cookie's secret is kept only as `sha256`; `csrf` is the token
+    its forms and page scripts send back with every change."""
+
+    id: str
+    sha256: str
+    user: str
+    csrf: str
+    created: datetime
+    expires: datetime
 
 
 @dataclass

@@ -220,6 +220,28 @@ def users_create(
     typer.echo(f"created user {user.name}{' (admin)' if user.admin else ''}", err=True)
 
 
+@users_app.command("password")
+def users_password(
+    name: str,
+    stdin: Annotated[
+        bool, typer.Option("--stdin", help="Read the password from standard input")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Set the password user NAME signs in to the pages with (asked twice, or read from
+    standard input with --stdin); signs the user out of every browser."""
+    if stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _backends(_settings(data_dir)) as backends:
+        try:
+            users_service.set_password(backends, name, password)
+        except HwrepoError as exc:
+            _fail(exc.detail)
+    typer.echo(f"set the password of {name}", err=True)
+
+
 @tokens_app.command("create")
 def tokens_create(
     name: str,

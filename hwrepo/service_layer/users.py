@@ -1,4 +1,5 @@
-"""Users and API tokens. Tokens are random 256-bit secrets, kept only as SHA-256 digests."""
+"""Users, API tokens, passwords and browser sessions. Tokens and session cookies are random
+256-bit secrets, kept only as SHA-256 digests; passwords only as argon2 hashes."""
 
 from __future__ import annotations
 
@@ -6,15 +7,20 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 
 from hwrepo.adapters.objectstore import user_key
 from hwrepo.domain.documents import user_document
 from hwrepo.domain.errors import Conflict, Invalid, NotFound, Unauthenticated
-from hwrepo.domain.model import TOKEN_SCOPES, Token, User, check_name, utcnow
+from hwrepo.domain.model import TOKEN_SCOPES, Token, User, WebSession, check_name, utcnow
 from hwrepo.service_layer.backends import Backends
 
 TOKEN_PREFIX = "hwr_"
+MIN_PASSWORD = 10
+_hasher = PasswordHasher()
 
 
 def token_digest(token: str) -> str:
@@ -125,3 +131,89 @@ def authenticate(backends: Backends, token: str) -> Credentials:
     if (problem := found.problem(utcnow())) is not None:
         raise Unauthenticated(problem)
     return Credentials(user, found)
+
+
+# -- passwords and sessions (the pages) ------------------------------------------------------
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise Invalid(f"a password has at least {MIN_PASSWORD} characters", field="password")
+    if len(password) > 1000:
+        raise Invalid("a password has at most 1000 characters", field="password")
+
+
+def set_password(backends: Backends, user_name: str, password: str) -> User:
+    """Set a user's password (an argon2 hash, kept with the user in the bucket); signs the user
+    out of every browser."""
+    _check_password(password)
+    with backends.writing() as index:
+        user = index.user(user_name)
+        if user is None:
+            raise NotFound(f"there is no user named {user_name!r}")
+        user.password_hash = _hasher.hash(password)
+        index.save_user(user)
+        index.delete_sessions_of(user.name)
+        backends.store.put_json(user_key(user.name), user_document(user))
+    return user
+
+
+def register(backends: Backends, name: str, password: str) -> User:
+    """Self-registration (when the site allows it): a new user with a password."""
+    _check_password(password)
+    create_user(backends, name)
+    return set_password(backends, name, password)
+
+
+def verify_password(backends: Backends, name: str, password: str) -> User:
+    """The user when the password is theirs; one message for every failure, so that a wrong
+    password does not tell whether the user exists."""
+    with backends.reading() as index:
+        user = index.user(name)
+    wrong = Unauthenticated("the user name or the password is wrong")
+    if user is None or not user.password_hash:
+        _hasher.hash(password)  # the same work as a real check: no timing difference
+        raise wrong
+    try:
+        _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError) as exc:
+        raise wrong from exc
+    return user
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user: User
+    session: WebSession
+    cookie: str = ""  # the secret, only when the session was just made
+
+
+def start_session(backends: Backends, user: User, *, days: int) -> SignedIn:
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    session = WebSession(
+        id=str(uuid.uuid4()),
+        sha256=token_digest(secret),
+        user=user.name,
+        csrf=secrets.token_urlsafe(32),
+        created=now,
+        expires=now + timedelta(days=days),
+    )
+    with backends.writing() as index:
+        index.add_session(session)
+    return SignedIn(user, session, secret)
+
+
+def session_user(backends: Backends, cookie: str) -> SignedIn | None:
+    """The signed-in user a session cookie names, or None (unknown, expired, signed out)."""
+    if not cookie or len(cookie) > 200:
+        return None
+    with backends.reading() as index:
+        found = index.session_by_digest(token_digest(cookie))
+    if found is None:
+        return None
+    session, user = found
+    return SignedIn(user, session)
+
+
+def end_session(backends: Backends, cookie: str) -> None:
+    with backends.writing() as index:
+        index.delete_session(token_digest(cookie))

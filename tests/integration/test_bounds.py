@@ -33,6 +33,16 @@ from tests.integration.helpers import (
 HUGE = [2**63 - 1, 2**63, 10**30]
 NEGATIVE = [-1, -(2**63) - 1]
 LOG = b"line one\nline two\n"
+# A waveform the viewer's endpoints read (in a sandbox): valid, so that what is refused is the
+# number.
+VCD = b"$timescale 1ns $end\n$scope module top $end\n$var wire 1 ! b $end\n$upscope $end\n"
+VCD += b"$enddefinitions $end\n#0\n0!\n#5\n1!\n"
+QUERIES = {
+    "/api/v1/projects/{owner}/{name}/revisions/{number}/checks/{check_id}/waveform/changes": {
+        "signal": "top.b",
+        "end": "10",
+    }
+}
 
 
 @pytest.fixture
@@ -61,6 +71,7 @@ def _with_a_check(api: TestClient, backends: Backends, alice: Actor) -> dict[str
     assert checks.record(backends, jobs.queued_event(job, {}))
     prefix = result_prefix(project["id"], 1, check_id, 1)
     backends.store.put_bytes(prefix + "artifacts/log.txt", LOG, "text/plain")
+    backends.store.put_bytes(prefix + "artifacts/dump.vcd", VCD, "text/x-vcd")
     violations = [{"type": "LATCH", "severity": "warning"}, {"type": "X", "severity": "error"}]
     backends.store.put_json(prefix + "check.json", {"details": {"violations": violations}})
     finished = events.make_event(
@@ -89,10 +100,10 @@ def _with_a_check(api: TestClient, backends: Backends, alice: Actor) -> dict[str
                     "size": len(LOG),
                 },
                 {
-                    "name": "dump.fst",
-                    "key": prefix + "artifacts/log.txt",
-                    "media_type": "application/octet-stream",
-                    "size": len(LOG),
+                    "name": "dump.vcd",
+                    "key": prefix + "artifacts/dump.vcd",
+                    "media_type": "text/x-vcd",
+                    "size": len(VCD),
                 },
             ],
         ),
@@ -188,6 +199,7 @@ def test_every_number_out_of_range_is_a_problem_never_a_500(
                 r = api.request(
                     method.upper(),
                     template.format(**valid),
+                    params=QUERIES.get(template),
                     headers=alice.headers,
                     json=BODIES.get((method, template)),
                 )
@@ -195,9 +207,12 @@ def test_every_number_out_of_range_is_a_problem_never_a_500(
 
     valid_calls({"get"})
     for method, template, where, name in params:
-        for value in [*HUGE, *NEGATIVE, *([0] if name != "offset" else [])]:
+        for value in [*HUGE, *NEGATIVE, *([0] if name not in ("offset", "start") else [])]:
             url = template.format(**({**valid, name: str(value)} if where == "path" else valid))
-            query = {name: str(value)} if where == "query" else None
+            query = {
+                **QUERIES.get(template, {}),
+                **({name: str(value)} if where == "query" else {}),
+            }
             r = api.request(
                 method.upper(),
                 url,
@@ -209,6 +224,9 @@ def test_every_number_out_of_range_is_a_problem_never_a_500(
             if (name, value) == ("offset", 2**63 - 1):  # the largest offset: past the end
                 assert (r.status_code, r.content) == (200, b""), call
                 continue
+            if (name, value) == ("end", 2**63 - 1):  # a waveform window to the end of time
+                assert r.status_code == 200, call
+                continue
             assert r.headers.get("content-type") == PROBLEM_JSON, (call, r.status_code, r.text)
             problem = assert_problem(r, _expected(where, name, value))
             if problem["status"] == 404:
@@ -219,7 +237,7 @@ def test_every_number_out_of_range_is_a_problem_never_a_500(
 
     # The server-rendered pages and the upload's base revision, likewise.
     for value in [*HUGE, *NEGATIVE, 0]:
-        for url, query in [("/", {"page": value}), ("/alice/blinky", {"revision": value})]:
+        for url, query in [("/", {"page": value}), ("/alice/blinky", {"page": value})]:
             r = api.get(url, params=query)
             assert r.headers.get("content-type") != "text/plain; charset=utf-8", (url, r.text)
             assert r.status_code in {404, 422}, (url, query, r.status_code, r.text)

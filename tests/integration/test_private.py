@@ -78,6 +78,11 @@ class Secret:
             "check_id": self.check_id,
             "artifact": "report.txt",
             "sha256": "0" * 64,
+            "spec": "1...1",
+            "thread_id": "t",
+            "comment_id": "c",
+            "pair": "p",
+            "file_name": "f.png",
         }
 
 
@@ -105,6 +110,16 @@ def _bodies() -> dict[tuple[str, str], dict[str, Any]]:
         ("patch", PREFIX + "/revisions/{number}/checks/external/{check_id}"): {
             "json": {"state": "passed"}
         },
+        ("post", PREFIX + "/revisions/{number}/threads"): {
+            "json": {"anchor": {"kind": "revision"}, "body": "evil"}
+        },
+        ("patch", PREFIX + "/threads/{thread_id}"): {"json": {"resolved": True}},
+        ("post", PREFIX + "/threads/{thread_id}/comments"): {"json": {"body": "evil"}},
+        ("patch", PREFIX + "/threads/{thread_id}/comments/{comment_id}"): {
+            "json": {"body": "evil"}
+        },
+        ("post", PREFIX + "/threads/{thread_id}/waiver"): {"json": {"reason": "evil"}},
+        ("post", PREFIX + "/revisions/{number}/review"): {"json": {"verdict": "approve"}},
     }
 
 

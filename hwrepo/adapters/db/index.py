@@ -18,6 +18,7 @@ from hwrepo.adapters.db.orm import (
     ReviewVerdictRow,
     RevisionFileRow,
     RevisionRow,
+    SessionRow,
     TokenRow,
     UserRow,
 )
@@ -33,6 +34,7 @@ from hwrepo.domain.model import (
     Token,
     User,
     Visibility,
+    WebSession,
     utcnow,
 )
 from hwrepo.domain.reviews import Thread, Verdict
@@ -55,6 +57,7 @@ class ProjectQuery:
     kind: ProjectKind | None = None
     topic: str | None = None
     owner: str | None = None
+    licence: str | None = None
     text: str | None = None
     page: int = 1
     per_page: int = 20
@@ -78,6 +81,7 @@ def _user(row: UserRow) -> User:
             )
             for t in row.tokens
         ],
+        password_hash=row.password_hash,
     )
 
 
@@ -179,6 +183,7 @@ class Index:
             row = UserRow(id=user.id, name=user.name, admin=user.admin, created=user.created)
             self.session.add(row)
         row.admin = user.admin
+        row.password_hash = user.password_hash
         rows = {t.id: t for t in row.tokens}
         for token in user.tokens:
             token_row = rows.get(token.id)
@@ -190,6 +195,51 @@ class Index:
             token_row.expires = token.expires
             token_row.revoked = token.revoked
         self.session.flush()
+
+    # -- sessions of signed-in browsers --------------------------------------------------------
+    def add_session(self, session: WebSession) -> None:
+        self.session.add(
+            SessionRow(
+                id=session.id,
+                sha256=session.sha256,
+                user_id=self._user_id(session.user),
+                csrf=session.csrf,
+                created=session.created,
+                expires=session.expires,
+            )
+        )
+        self.session.flush()
+
+    def session_by_digest(self, sha256: str) -> tuple[WebSession, User] | None:
+        """The unexpired session whose cookie has this digest, and its user."""
+        row = self.session.scalars(
+            select(SessionRow)
+            .where(SessionRow.sha256 == sha256, SessionRow.expires > utcnow())
+            .options(selectinload(SessionRow.user).selectinload(UserRow.tokens))
+        ).one_or_none()
+        if row is None:
+            return None
+        found = WebSession(
+            id=row.id,
+            sha256=row.sha256,
+            user=row.user.name,
+            csrf=row.csrf,
+            created=row.created,
+            expires=row.expires,
+        )
+        return found, _user(row.user)
+
+    def delete_session(self, sha256: str) -> None:
+        self.session.execute(delete(SessionRow).where(SessionRow.sha256 == sha256))
+
+    def delete_sessions_of(self, user_name: str) -> None:
+        """Sign a user out everywhere (a new password), and drop expired sessions."""
+        user_id = self._user_id(user_name)
+        self.session.execute(
+            delete(SessionRow).where(
+                or_(SessionRow.user_id == user_id, SessionRow.expires <= utcnow())
+            )
+        )
 
     def _user_id(self, name: str) -> str:
         user_id = self.session.scalar(select(UserRow.id).where(UserRow.name == name))
@@ -224,24 +274,30 @@ class Index:
         found, _ = self.search_projects(ProjectQuery(viewer=viewer, page=1, per_page=10_000))
         return [p for p in found if any(link.project == full_name for link in p.links)]
 
+    @staticmethod
+    def _visible_to(stmt: Any, viewer: User | None) -> Any:
+        if viewer is None:
+            return stmt.where(ProjectRow.visibility == Visibility.PUBLIC.value)
+        if viewer.admin:
+            return stmt
+        member_of = select(MemberRow.project_id).where(MemberRow.user_id == viewer.id)
+        return stmt.where(
+            or_(
+                ProjectRow.visibility == Visibility.PUBLIC.value,
+                ProjectRow.owner_id == viewer.id,
+                ProjectRow.id.in_(member_of),
+            )
+        )
+
     def search_projects(self, query: ProjectQuery) -> tuple[list[Project], int]:
         stmt = select(ProjectRow).join(UserRow, ProjectRow.owner_id == UserRow.id)
-        viewer = query.viewer
-        if viewer is None:
-            stmt = stmt.where(ProjectRow.visibility == Visibility.PUBLIC.value)
-        elif not viewer.admin:
-            member_of = select(MemberRow.project_id).where(MemberRow.user_id == viewer.id)
-            stmt = stmt.where(
-                or_(
-                    ProjectRow.visibility == Visibility.PUBLIC.value,
-                    ProjectRow.owner_id == viewer.id,
-                    ProjectRow.id.in_(member_of),
-                )
-            )
+        stmt = self._visible_to(stmt, query.viewer)
         if query.kind:
             stmt = stmt.where(ProjectRow.kind == query.kind.value)
         if query.owner:
             stmt = stmt.where(UserRow.name == query.owner)
+        if query.licence:
+            stmt = stmt.where(ProjectRow.licence == query.licence)
         if query.topic:
             tagged = select(ProjectTopicRow.project_id).where(
                 ProjectTopicRow.topic == query.topic.lower()
@@ -370,6 +426,11 @@ class Index:
             )
         )
         return None if number is None else self.revision(project_id, number)
+
+    def licences(self, viewer: User | None) -> list[str]:
+        """The licences of the projects the viewer may see, for the catalogue's filter."""
+        stmt = self._visible_to(select(ProjectRow.licence).distinct(), viewer)
+        return sorted(self.session.scalars(stmt))
 
     def latest_revision_number(self, project_id: str) -> int | None:
         return self.session.scalar(
@@ -599,5 +660,6 @@ class Index:
             ProjectRow,
         ):
             self.session.execute(delete(table))
+        self.session.execute(delete(SessionRow))
         self.session.execute(delete(TokenRow))
         self.session.execute(delete(UserRow))

@@ -52,6 +52,7 @@ class UserRow(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[datetime]
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
     tokens: Mapped[list[TokenRow]] = relationship(
         back_populates="user", cascade="all, delete-orphan", order_by="TokenRow.created"
     )
@@ -68,6 +69,19 @@ class TokenRow(Base):
     expires: Mapped[datetime | None]
     revoked: Mapped[datetime | None]
     user: Mapped[UserRow] = relationship(back_populates="tokens")
+
+
+class SessionRow(Base):
+    """A signed-in browser (not in the bucket: after a reindex, people sign in again)."""
+
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created: Mapped[datetime]
+    expires: Mapped[datetime] = mapped_column(index=True)
+    user: Mapped[UserRow] = relationship()
 
 
 class ProjectRow(Base):

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client
 
 from hwrepo import __version__
@@ -28,6 +29,7 @@ from hwrepo.entrypoints.api.routers import (
     revisions,
     user,
 )
+from hwrepo.entrypoints.api.templating import STATIC
 from hwrepo.entrypoints.recorder import record_events
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.outbox import OutboxRelay
@@ -107,5 +109,6 @@ def create_app(
     app.include_router(reviews.router)
     app.include_router(user.router)
     app.include_router(events.router)
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     app.include_router(pages.router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
@@ -17,14 +18,45 @@ def get_backends(request: Request) -> Backends:
     return request.app.state.backends  # type: ignore[no-any-return]
 
 
+SESSION_COOKIE = "hwrepo_session"
+CSRF_COOKIE = "hwrepo_csrf"  # signed-out forms (sign in, register): a double-submit token
+CSRF_HEADER = "x-csrf-token"
+
+
+async def signed_in(request: Request, backends: Backends) -> users.SignedIn | None:
+    """The browser's session (its cookie), looked up once per request."""
+    if "signed_in" not in request.state._state:
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        found = await run_in_threadpool(users.session_user, backends, cookie) if cookie else None
+        request.state.signed_in = found
+    return request.state.signed_in  # type: ignore[no-any-return]
+
+
+def csrf_ok(request: Request, sent: str | None, session: users.SignedIn | None) -> bool:
+    """Whether a change a browser asks for carries this browser's CSRF token."""
+    expected = session.session.csrf if session else request.cookies.get(CSRF_COOKIE, "")
+    return bool(sent and expected) and secrets.compare_digest(str(sent), expected)
+
+
 async def current_user(
     request: Request, backends: Annotated[Backends, Depends(get_backends)]
 ) -> User | None:
-    """The token's user, or None for an anonymous request. A token that is sent but wrong is
-    an error, never silently anonymous."""
+    """The token's user, else the signed-in browser's (a change then needs the session's CSRF
+    token in `X-CSRF-Token`), or None for an anonymous request. A token that is sent but wrong
+    is an error, never silently anonymous."""
     header = request.headers.get("authorization")
     if not header:
-        return None
+        session = await signed_in(request, backends)
+        if session is None:
+            return None
+        if request.method not in SAFE_METHODS and not csrf_ok(
+            request, request.headers.get(CSRF_HEADER), session
+        ):
+            raise Forbidden(
+                "a change asked for with a session cookie needs the page's CSRF token "
+                "(X-CSRF-Token); API clients send an API token instead"
+            )
+        return session.user
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("the Authorization header must be 'Bearer TOKEN'")

@@ -8,12 +8,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hwrepo.adapters.archives import ArchiveRejected
 from hwrepo.domain import errors
 from hwrepo.domain.paths import UnsafePath
+from hwrepo.entrypoints.api.templating import page_context, templates, wants_html
 
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
@@ -36,7 +37,10 @@ def problem(
     title: str | None = None,
     request: Request | None = None,
     **extra: Any,
-) -> JSONResponse:
+) -> Response:
+    """The error as problem+json, or as an HTML page for a browser (Accept: text/html)."""
+    if request is not None and wants_html(request):
+        return error_page(request, status, detail, title or HTTPStatus(status).phrase)
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title or HTTPStatus(status).phrase,
@@ -52,20 +56,31 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+def error_page(request: Request, status: int, detail: str, title: str) -> Response:
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return templates.TemplateResponse(
+        request,
+        "error.html",
+        page_context(request, status=status, title=title, detail=detail),
+        status_code=status,
+        headers=headers,
+    )
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if p not in {"body", "query", "path", "header"})
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.HwrepoError)
-    async def _domain(request: Request, exc: errors.HwrepoError) -> JSONResponse:
+    async def _domain(request: Request, exc: errors.HwrepoError) -> Response:
         status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 400)
         if status == 503:
             log.warning("%s %s: %s", request.method, request.url.path, exc.detail)
         return problem(status, exc.detail, title=exc.title, request=request, **exc.extra)
 
     @app.exception_handler(ArchiveRejected)
-    async def _archive(request: Request, exc: ArchiveRejected) -> JSONResponse:
+    async def _archive(request: Request, exc: ArchiveRejected) -> Response:
         return problem(
             422,
             str(exc),
@@ -76,13 +91,13 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(UnsafePath)
-    async def _path(request: Request, exc: UnsafePath) -> JSONResponse:
+    async def _path(request: Request, exc: UnsafePath) -> Response:
         return problem(
             422, f"{exc.path!r}: {exc.reason}", title="Unsafe path", request=request, entry=exc.path
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         problems = [
             {"field": _location(tuple(e.get("loc", ()))), "message": e.get("msg", "")}
             for e in exc.errors()
@@ -93,7 +108,7 @@ def install(app: FastAPI) -> None:
         return problem(422, detail, title="Invalid request", request=request, errors=problems)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         # Whatever escaped the handlers above: a problem+json 500 too, never a text/plain page,
         # and the traceback in the log (the text of an unexpected error stays there).
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
@@ -105,7 +120,7 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"there is nothing at {request.url.path}"

@@ -14,7 +14,7 @@ from hwrepo.adapters import eventbus
 from hwrepo.checks.registry import all_kinds
 from hwrepo.domain.checks import EXTERNAL, Check, CheckState, missing_required
 from hwrepo.domain.errors import NotFound
-from hwrepo.domain.model import Project
+from hwrepo.domain.model import MAX_OFFSET, Project
 from hwrepo.entrypoints.api.deps import (
     UNTRUSTED_CONTENT,
     BackendsDep,
@@ -31,7 +31,7 @@ from hwrepo.entrypoints.api.schemas import (
     RerunOut,
     ViolationPage,
 )
-from hwrepo.service_layer import checks
+from hwrepo.service_layer import checks, waveforms
 
 router = APIRouter(
     prefix="/api/v1/projects/{owner}/{name}/revisions/{number}/checks", tags=["checks"]
@@ -162,7 +162,13 @@ async def violations(
 ) -> ViolationPage:
     _, check = found
     details = await run_in_threadpool(checks.check_details, backends, check)
-    matching = [v for v in details.get("violations", []) if _matches(v, type, severity, waived)]
+    # Each with its index in the check's full list: the stable anchor of a violation
+    # (`#violation-{index}` on its page, `hwrepo kicad show ... INDEX`).
+    matching = [
+        {**v, "index": i}
+        for i, v in enumerate(details.get("violations", []))
+        if _matches(v, type, severity, waived)
+    ]
     start = (page - 1) * per_page
     return ViolationPage(
         items=matching[start : start + per_page],
@@ -219,6 +225,30 @@ async def waveform(found: FoundCheck, backends: BackendsDep, via: Via = "stream"
         if item["name"].endswith((".fst", ".vcd", ".ghw")):
             return await artifact_response(backends, item, via, "attachment")
     raise NotFound(f"check {check.name!r} stored no waveform")
+
+
+@router.get("/{check_id}/waveform/signals")
+async def waveform_signals(found: FoundCheck, backends: BackendsDep) -> dict[str, Any]:
+    """The waveform's signals (full names and widths), its timescale (`timescale_s`: seconds
+    per time unit) and its end; read in a sandbox, as every file a design produced."""
+    _, check = found
+    return await run_in_threadpool(waveforms.signals, backends, check)
+
+
+@router.get("/{check_id}/waveform/changes")
+async def waveform_changes(
+    found: FoundCheck,
+    backends: BackendsDep,
+    signal: Annotated[list[str], Query(max_length=64, description="full names, repeated")],
+    start: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    end: Annotated[int, Query(ge=1, le=MAX_OFFSET)] = 1,
+    pixels: Annotated[int, Query(ge=1, le=8192)] = 1000,
+) -> dict[str, Any]:
+    """Value changes of the chosen signals between `start` and `end` (the waveform's time
+    units), at most one per pixel (`[time, bits, changes in that pixel]`), with each signal's
+    value at `start`: a waveform of any size is browsed without sending it."""
+    _, check = found
+    return await run_in_threadpool(waveforms.changes, backends, check, signal, start, end, pixels)
 
 
 @router.get("/{check_id}/log", response_model=None)

@@ -1,0 +1,369 @@
+"""The pages in a real browser (Debian's chromium, driven by Playwright) against a real API
+process and a real worker: upload through the page and land on the revision; checks turn from
+queued to passed without a reload (the event stream); the waveform cursor reads the values the
+FST holds (read here with pywellen); a DRC row selects its marker on the board and a marker its
+row; signed out, a private project's pages are the 404 page. A screenshot of every main page is
+kept under the directory the tests print (HWREPO_TEST_ARTIFACTS, default
+/tmp/hwrepo-test-artifacts)."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hwrepo.checks.kicad.drc import DrcKind
+from hwrepo.checks.simulation.kind import SimulationKind
+from hwrepo.config import Settings
+from hwrepo.entrypoints import embedded
+from hwrepo.service_layer import users
+from hwrepo.service_layer.backends import Backends
+from tests.integration.helpers import cli_env
+from tests.integration.test_pipeline import SIM_CACHE
+from tests.pipeline import pipeline_stack, running_worker
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _browser_missing() -> str | None:
+    if not CHROMIUM.exists():
+        return "Debian's chromium is not installed (/usr/bin/chromium; apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "pip playwright is not installed (the test extras)"
+    return None
+
+
+pytestmark = [
+    pytest.mark.needs(_browser_missing()),
+    pytest.mark.needs(SimulationKind().available()),
+    pytest.mark.needs(DrcKind().available()),
+]
+
+DESIGNS = Path(__file__).resolve().parents[2] / "designs"
+ARTIFACTS = Path(os.environ.get("HWREPO_TEST_ARTIFACTS", "/tmp/hwrepo-test-artifacts")) / "pages"
+PASSWORD = "a password for the browser"
+
+
+class Site:
+    def __init__(self, url: str, backends: Backends, settings: Settings) -> None:
+        self.url, self.backends, self.settings = url, backends, settings
+
+    def api(self, method: str, path: str, token: str, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        return httpx.request(method, self.url + path, headers=headers, timeout=60, **kw)
+
+
+@pytest.fixture
+def site(settings: Settings, tmp_path: Path) -> Iterator[Site]:
+    """A real API process (uvicorn) on the test's own servers; the worker is started by the
+    test, when it wants the checks to run."""
+    tuned = settings.model_copy(update={"worker_cache_dir": SIM_CACHE})
+    with pipeline_stack(tuned, tmp_path) as (own, backends, _client):
+        (port,) = embedded.free_ports(1)
+        env = cli_env(own, tmp_path / "api-data")
+        env.update(HWREPO_API_PORT=str(port))
+        log = tmp_path / "api.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hwrepo.entrypoints.cli", "api"],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not embedded.answers(port):
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the API did not start"
+                time.sleep(0.1)
+            yield Site(f"http://127.0.0.1:{port}", backends, own)
+        finally:
+            proc.terminate()
+            proc.wait(20)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    print(f"\npage screenshots: {ARTIFACTS}")
+    return ARTIFACTS
+
+
+def shoot(page: Any, shots: Path, name: str) -> None:
+    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    assert (shots / f"{name}.png").stat().st_size > 1000
+
+
+def signed_in_page(browser: Any, site: Site, name: str) -> Any:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors
+    page.goto(f"{site.url}/login")
+    page.fill("input[name=user]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button")
+    page.wait_for_selector("#signed-in-as")
+    return page
+
+
+def wait_until(page: Any, predicate: str, timeout_s: float = 30) -> None:
+    """Wait until the JavaScript `predicate` holds in the page, asked from outside the page:
+    its Content-Security-Policy (scripts of the site only, no eval) stays on in the tests."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(f"() => Boolean({predicate})"):
+        assert time.monotonic() < deadline, f"still not true after {timeout_s} s: {predicate}"
+        time.sleep(0.2)
+
+
+def zipped(design: str) -> bytes:
+    buffer = io.BytesIO()
+    root = DESIGNS / design
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, path.relative_to(root).as_posix())
+    return buffer.getvalue()
+
+
+def bits(value: Any, width: int) -> str:
+    """A pywellen value as the viewer's bit string."""
+    return format(value, f"0{width}b") if isinstance(value, int) else str(value)
+
+
+def test_upload_live_checks_and_the_waveform_cursor(
+    site: Site, browser: Any, shots: Path, tmp_path: Path
+) -> None:
+    import pywellen
+
+    users.create_user(site.backends, "alice")
+    token = users.create_token(site.backends, "alice")
+    users.set_password(site.backends, "alice", PASSWORD)
+    made = site.api(
+        "POST",
+        "/api/v1/projects",
+        token,
+        json={"name": "counter", "kind": "hardware", "licence": "CERN-OHL-P-2.0"},
+    )
+    assert made.status_code == 201, made.text
+    page = signed_in_page(browser, site, "alice")
+    shoot(page, shots, "catalogue")
+
+    # upload an archive through the page: a progress bar, then the revision's page
+    archive = tmp_path / "counter.zip"
+    archive.write_bytes(zipped("rtl-counter"))
+    page.goto(f"{site.url}/upload?project=alice/counter")
+    page.set_input_files("#pick-files", str(archive))
+    page.fill("#upload-message", "from the browser")
+    shoot(page, shots, "upload")
+    page.click("#upload-start")
+    page.wait_for_url(f"{site.url}/alice/counter/revisions/1")
+    assert "from the browser" in page.content()
+    wait_until(page, "document.getElementById('live-state').textContent === 'connected'")
+    # every state a check row shows, recorded in the page; a reload would lose the record
+    page.evaluate(
+        """() => {
+        window.seen = {};
+        window.notReloaded = true;
+        const note = () => {
+          for (const row of document.querySelectorAll('#checks tr[data-check-id]')) {
+            const s = row.querySelector('.state').textContent;
+            const list = (window.seen[row.dataset.checkId] ||= []);
+            if (list[list.length - 1] !== s) list.push(s);
+          }
+        };
+        new MutationObserver(note).observe(document.getElementById('checks'),
+          {subtree: true, childList: true, characterData: true});
+      }"""
+    )
+    assert page.locator("#checks tr[data-check-id]").count() == 0  # nothing planned yet
+    with running_worker(site.settings, concurrency=2):
+        wait_until(
+            page,
+            """(() => { const rows = document.querySelectorAll('#checks tr[data-check-id]');
+              const done = ['passed', 'failed', 'errored'];
+              return rows.length >= 3
+                && [...rows].every(r => done.includes(r.querySelector('.state').textContent));
+            })()""",
+            300,
+        )
+        seen = page.evaluate("window.seen")
+        assert page.evaluate("window.notReloaded") is True
+        states = {tuple(v) for v in seen.values()}
+        assert all(v[0] == "queued" and v[-1] == "passed" for v in states), seen
+        wait_until(page, "document.getElementById('revision-state').textContent === 'success'")
+        shoot(page, shots, "revision")
+
+        checks = site.api("GET", "/api/v1/projects/alice/counter/revisions/1/checks", token)
+        by_kind = {c["kind"]: c for c in checks.json()["checks"]}
+        simulation = by_kind["simulation"]
+        detail = site.api("GET", simulation["url"], token).json()
+        failing_time = detail["details"]["tests"][0]["sim_time_ns"]
+
+        # the waveform: a test's time opens the viewer there, with the cursor on it
+        page.goto(f"{site.url}/alice/counter/revisions/1/checks/{simulation['id']}")
+        page.wait_for_selector("#waves[data-ready=true]", timeout=60_000)
+        page.click(f"a.sim-time[data-time-ns='{failing_time}']")
+        wait_until(
+            page,
+            "document.querySelectorAll('#wave-values td.value:not([data-bits=\"\"])').length > 0",
+            60,
+        )
+        fst = tmp_path / "waves.fst"
+        fst.write_bytes(site.api("GET", simulation["url"] + "/waveform", token).content)
+        wave = pywellen.Waveform(str(fst))
+        shown = wave_values(page)
+        ticks = int(page.get_attribute("#wave-cursor-time", "data-ticks") or "-1")
+        scale = wave.timescale
+        assert str(scale.unit).endswith("ps") and scale.factor == 1
+        assert abs(ticks - failing_time * 1000) <= 1
+        assert len(shown) >= 2
+        variables = {v.full_name: v for v in wave.all_vars()}
+        for name, value in shown.items():
+            var = variables[name]
+            assert value == bits(var.signal.value_at(ticks), var.bitwidth), name
+        # a click elsewhere on the canvas: the cursor moves, the values still match
+        canvas = page.locator("#wave-canvas").bounding_box()
+        page.mouse.click(canvas["x"] + canvas["width"] * 0.3, canvas["y"] + 10)
+        wait_until(page, f"document.getElementById('wave-cursor-time').dataset.ticks !== '{ticks}'")
+        page.wait_for_timeout(2000)
+        moved = int(page.get_attribute("#wave-cursor-time", "data-ticks") or "-1")
+        for name, value in wave_values(page).items():
+            var = variables[name]
+            assert value == bits(var.signal.value_at(moved), var.bitwidth), (name, moved)
+        shoot(page, shots, "check-simulation")
+
+        for kind in ("rtl-structure", "rtl-lint"):
+            page.goto(f"{site.url}/alice/counter/revisions/1/checks/{by_kind[kind]['id']}")
+            page.wait_for_load_state("networkidle")
+            shoot(page, shots, f"check-{kind}")
+        page.goto(f"{site.url}/alice/counter/revisions/1/files/rtl/counter.v#L5")
+        assert page.locator("#L5").count() == 1
+        shoot(page, shots, "file")
+        page.goto(f"{site.url}/alice/counter")
+        shoot(page, shots, "project")
+        page.goto(f"{site.url}/settings/tokens")
+        shoot(page, shots, "tokens")
+    assert page.errors == []
+
+
+def wave_values(page: Any) -> dict[str, str]:
+    return page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll('#wave-values tr')]
+          .map(r => [r.dataset.signal, r.querySelector('td.value').dataset.bits]))"""
+    )
+
+
+def test_violation_rows_and_markers_and_private_pages(
+    site: Site, browser: Any, shots: Path
+) -> None:
+    users.create_user(site.backends, "bob")
+    token = users.create_token(site.backends, "bob")
+    users.set_password(site.backends, "bob", PASSWORD)
+    for name, visibility in (("board", "public"), ("secret", "private")):
+        made = site.api(
+            "POST",
+            "/api/v1/projects",
+            token,
+            json={"name": name, "kind": "hardware", "licence": "MIT", "visibility": visibility},
+        )
+        assert made.status_code == 201, made.text
+        sent = site.api(
+            "POST",
+            f"/api/v1/projects/bob/{name}/revisions",
+            token,
+            files=[("archive", ("board.zip", zipped("kicad-violations")))],
+        )
+        assert sent.status_code == 201, sent.text
+    with running_worker(site.settings, concurrency=2):
+        deadline = time.monotonic() + 300
+        while True:
+            body = site.api("GET", "/api/v1/projects/bob/board/revisions/1/checks", token).json()
+            if body["state"] != "pending":
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.5)
+    by_kind = {c["kind"]: c for c in body["checks"]}
+    drc = by_kind["drc"]
+    violations = site.api("GET", drc["url"] + "/violations", token).json()["items"]
+    positioned = [v for v in violations if any(i.get("x_mm") is not None for i in v["items"])]
+    assert len(positioned) >= 3
+
+    page = signed_in_page(browser, site, "bob")
+    page.goto(f"{site.url}/bob/board/revisions/1/checks/{drc['id']}")
+    page.wait_for_selector("#violations tr.violation")
+    page.wait_for_selector("circle.marker")
+    # every violation with a position is drawn, once per position
+    points = sum(sum(1 for i in v["items"] if i.get("x_mm") is not None) for v in positioned)
+    assert page.locator("circle.marker").count() == points
+    # a row selects its marker (and zooms there) ...
+    first = positioned[0]["index"]
+    page.click(f"#violation-{first} td:nth-child(3)")
+    selected = page.locator("circle.marker.selected")
+    assert selected.count() >= 1
+    assert {int(i) for i in selected.evaluate_all("ms => ms.map(m => m.dataset.index)")} == {first}
+    assert "selected" in (page.get_attribute(f"#violation-{first}", "class") or "")
+    assert page.evaluate("location.hash") == f"#violation-{first}"
+    # ... and a marker its row
+    other = positioned[-1]["index"]
+    page.locator(f"circle.marker[data-index='{other}']").first.dispatch_event("click")
+    wait_until(page, f"document.getElementById('violation-{other}').classList.contains('selected')")
+    assert "selected" not in (page.get_attribute(f"#violation-{first}", "class") or "")
+    assert page.evaluate("location.hash") == f"#violation-{other}"
+    shown = page.text_content(f"#violation-{other}") or ""
+    assert f"hwrepo kicad show bob/board 1 {drc['id']} {other}" in shown
+    shoot(page, shots, "check-drc")
+    # the bridge's URL opens with that violation selected
+    page.goto(f"{site.url}/bob/board/revisions/1/checks/{drc['id']}#violation-{first}")
+    page.wait_for_selector(f"#violation-{first}.selected")
+    for kind in ("erc", "render"):
+        page.goto(f"{site.url}/bob/board/revisions/1/checks/{by_kind[kind]['id']}")
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(1000)
+        shoot(page, shots, f"check-{kind}")
+    assert page.errors == []
+
+    # signed out, the private project's pages are the page of a project that does not exist
+    outsider = browser.new_page()
+    missing = outsider.goto(f"{site.url}/bob/nothing")
+    assert missing is not None and missing.status == 404
+    missing_text = outsider.text_content("#error-detail") or ""
+    secret_check = site.api("GET", "/api/v1/projects/bob/secret/revisions/1/checks", token)
+    drc_secret = next(c for c in secret_check.json()["checks"] if c["kind"] == "drc")
+    for path in (
+        "/bob/secret",
+        "/bob/secret/revisions/1",
+        "/bob/secret/revisions/1/files/violations.kicad_pcb",
+        f"/bob/secret/revisions/1/checks/{drc_secret['id']}",
+    ):
+        answer = outsider.goto(site.url + path)
+        assert answer is not None and answer.status == 404, path
+        text = outsider.text_content("#error-detail") or ""
+        assert text.replace("bob/secret", "bob/nothing") == missing_text, path
+    shoot(outsider, shots, "not-found")
+    outsider.goto(f"{site.url}/login")
+    shoot(outsider, shots, "login")
+    page.goto(f"{site.url}/bob/secret")
+    assert "bob/secret" in (page.text_content("h1") or "")
