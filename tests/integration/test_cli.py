@@ -62,7 +62,9 @@ def test_users_tokens_and_reindex_from_the_command_line(
     r = hwrepo(env, "reindex")
     assert r.returncode == 0, r.stderr
     assert re.fullmatch(
-        r"reindexed 2 users, 1 projects, 1 revisions(, \d+ checks)? \(0 skipped\)\n", r.stdout
+        r"reindexed 2 users, 1 projects, 1 revisions, \d+ checks, 0 review threads, 0 verdicts "
+        r"\(0 skipped\)\n",
+        r.stdout,
     ), r.stdout
     # After the rebuild the token still works and numbering goes on.
     assert api.get(f"{API}/carol/blinky", headers=carol.headers).status_code == 200
@@ -104,7 +106,10 @@ def test_reindex_on_nothing_starts_the_embedded_s3_and_waits_until_it_serves(
         )
         r = hwrepo(env, "reindex")
         assert r.returncode == 0, (attempt, r.stderr)
-        assert r.stdout == "reindexed 0 users, 0 projects, 0 revisions, 0 checks (0 skipped)\n"
+        assert r.stdout == (
+            "reindexed 0 users, 0 projects, 0 revisions, 0 checks, 0 review threads, 0 verdicts "
+            "(0 skipped)\n"
+        )
         assert "Traceback" not in r.stderr, (attempt, r.stderr)
         assert not embedded.answers(ports[names.index("s3")])  # stopped again
 

@@ -95,6 +95,15 @@ def test_revision_without_checkable_files_is_planned_with_no_checks(
         body = wait_for_checks(client, project, 1, timeout_s=60)
     assert body == {
         "state": "success",
+        "checks_state": "success",
+        "review": {
+            "state": "none",
+            "required": 0,
+            "approvals": 0,
+            "approved_by": [],
+            "changes_requested_by": [],
+            "open_threads": 0,
+        },
         "planned": True,
         "plan_errors": [],
         "waiting_for": [],
