@@ -43,6 +43,7 @@ from pathlib import Path
 from common import (
     DESIGNS,
     E2E,
+    ROOT,
     Pipeline,
     Stack,
     handle_termination,
@@ -54,13 +55,14 @@ from common import (
     timed,
 )
 
-from hwrepo.checks.core.kind import CheckKind
+from hwrepo.checks.core.kind import CheckKind, Workspace
 from hwrepo.checks.core.local import LocalRevision
 from hwrepo.checks.kicad import designs as kicad_designs
 from hwrepo.checks.kicad import kind as kicad
 from hwrepo.checks.kicad.drc import DrcKind
 from hwrepo.checks.kicad.erc import ErcKind
 from hwrepo.checks.registry import all_kinds
+from hwrepo.checks.run.runner import JOB_ROOT, Sandbox, python_env
 
 DEMOS = Path("/usr/share/kicad/demos")
 # Demo boards whose DRC takes 0.5-5 s here; vme-wren (a 70 MB board, DRC > 2 min) is left out.
@@ -134,6 +136,7 @@ class Row:
     check: str
     bare: list[float] = field(default_factory=list)  # fresh HOME with the stock tables
     bare_empty: list[float] = field(default_factory=list)  # fresh empty HOME
+    sandboxed: list[float] = field(default_factory=list)  # the bare command in a job's sandbox
     kind: list[float] = field(default_factory=list)
     kind_tool: list[float] = field(default_factory=list)  # kicad-cli's wall inside the kind
     e2e: list[E2E] = field(default_factory=list)
@@ -173,12 +176,7 @@ def bare_run(
             shutil.copyfile(setup.templates / table, config / table)
     report = scratch / f"bare-{check}.json"
     report.unlink(missing_ok=True)
-    if check == "drc":
-        args = ["pcb", "drc", "--format", "json", "--severity-all", "--schematic-parity"]
-        args += ["-o", str(report), stem + ".kicad_pcb"]
-    else:
-        args = ["sch", "erc", "--format", "json", "--severity-all", "-o", str(report)]
-        args += [stem + ".kicad_sch"]
+    args = kicad_args(check, stem, str(report))
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
     try:
         wall, done = timed(
@@ -201,6 +199,73 @@ def bare_run(
     return float(wall), findings(report, check)
 
 
+def kicad_args(check: str, stem: str, report: str, directory: str = "") -> list[str]:
+    prefix = f"{directory}/" if directory else ""
+    if check == "drc":
+        args = ["pcb", "drc", "--format", "json", "--severity-all", "--schematic-parity"]
+        return [*args, "-o", report, prefix + stem + ".kicad_pcb"]
+    args = ["sch", "erc", "--format", "json", "--severity-all"]
+    return [*args, "-o", report, prefix + stem + ".kicad_sch"]
+
+
+def sandboxed_run(
+    setup: KicadSetup, board: Board, copy: Path, check: str, scratch: Path, n: int
+) -> tuple[float, int]:
+    """The bare kicad-cli command started in a job's sandbox (the board's files at /job/src,
+    a HOME of its own holding the stock library tables, as the kind gives it), without
+    hwrepo's Python around it; (wall of Sandbox.run, findings)."""
+    ws = Workspace.from_directory(
+        scratch / f"sbx-{check}-{n}",
+        scratch / "kind-cache",
+        {p.relative_to(copy).as_posix(): p for p in copy.rglob("*") if p.is_file()},
+    )
+    try:
+        config = ws.tmp / "home" / ".config" / "kicad" / setup.series
+        config.mkdir(parents=True)
+        for table in kicad_designs.LIBRARY_TABLES:
+            shutil.copyfile(setup.templates / table, config / table)
+        env = {**python_env(), "HOME": str(JOB_ROOT / "tmp" / "home")}
+        report = JOB_ROOT / "out" / "report.json"
+        argv = [setup.cli, *kicad_args(check, board.stem, str(report), str(JOB_ROOT / "src"))]
+        wall, done = timed(lambda: Sandbox(ws).run(argv, env=env))
+        if done.exit_code != 0 or not (ws.out / "report.json").is_file():
+            raise RuntimeError(f"sandboxed kicad-cli exited {done.exit_code}: {done.last_lines(5)}")
+        return float(wall), findings(ws.out / "report.json", check)
+    finally:
+        ws.remove()
+
+
+def start_costs(scratch: Path, repeat: int = 5) -> dict[str, float]:
+    """Medians of what a sandboxed job pays before its tool starts: an empty sandbox
+    (/bin/true), hwrepo's Python starting in it, and that Python importing the KiCad kinds'
+    in-sandbox module."""
+    ws = Workspace(root=scratch / "start-costs", cache=scratch / "kind-cache").create()
+    steps = {
+        "sandbox (/bin/true)": ["/bin/true"],
+        "+ python -I -B -c pass": [sys.executable, "-I", "-B", "-c", "pass"],
+        "+ import kicad.inside": [
+            sys.executable,
+            "-I",
+            "-B",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(ROOT)!r}); import hwrepo.checks.kicad.inside",
+        ],
+    }
+    costs: dict[str, float] = {}
+    try:
+        for label, argv in steps.items():
+            walls = []
+            for _ in range(repeat):
+                wall, done = timed(lambda argv=argv: Sandbox(ws).run(argv, env=python_env()))
+                if done.exit_code != 0:
+                    raise RuntimeError(f"{label} exited {done.exit_code}: {done.last_lines(5)}")
+                walls.append(wall)
+            costs[label] = float(median(walls) or 0.0)
+    finally:
+        ws.remove()
+    return costs
+
+
 def make_kind(check: str) -> CheckKind:
     return DrcKind() if check == "drc" else ErcKind()
 
@@ -218,7 +283,7 @@ def kind_run(
     job = revision.job(planned[0], kind.name)
     ws = revision.workspace(job, scratch / f"ws-{check}-{n}", scratch / "kind-cache")
     try:
-        wall, result = timed(lambda: kind.run(job, ws, lambda: None))
+        wall, result = timed(lambda: kind.run(job, ws, Sandbox(ws)))
         count = findings(ws.out / "report.json", check) if result.state != "errored" else -1
     finally:
         ws.remove()
@@ -265,6 +330,9 @@ def measure_round(
         wall, count = bare_run(setup, copy, check, board.stem, scratch, libs=False)
         row.bare_empty.append(wall)
         row.found("empty", count)
+    wall, count = sandboxed_run(setup, board, copy, check, scratch, n)
+    row.sandboxed.append(wall)
+    row.found("sandboxed", count)
     wall, tool, count = kind_run(board, copy, check, scratch, n)
     row.kind.append(wall)
     row.kind_tool.append(tool)
@@ -273,7 +341,8 @@ def measure_round(
     row.e2e.append(e2e)
     row.e2e_tool.append(tool)
     print(
-        f"  {check} {board.label} #{n + 1}: bare {row.bare[-1]:.2f} s, kind {row.kind[-1]:.2f} s, "
+        f"  {check} {board.label} #{n + 1}: bare {row.bare[-1]:.2f} s, "
+        f"sandboxed {row.sandboxed[-1]:.2f} s, kind {row.kind[-1]:.2f} s, "
         f"end-to-end {e2e.total_s:.2f} s ({e2e.state})",
         flush=True,
     )
@@ -346,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         # One pipeline (nats-server, bucket, database, API, worker) per check kind, all running
         # for the whole benchmark: each kind has a work queue of its own, so an end-to-end DRC
         # never waits behind the ERC of the same upload, and the rounds interleave all kinds.
+        costs = start_costs(scratch)
         with contextlib.ExitStack() as pipelines:
             pipes = {c: pipelines.enter_context(stack.pipeline([c])) for c in args.checks}
             for pipe in pipes.values():
@@ -388,6 +458,12 @@ def main(argv: list[str] | None = None) -> int:
                     )
 
     report(list(rows.values()), args.repeat)
+    print_table(
+        ["step", "wall s (median of 5)"],
+        [[label, f"{value:.3f}"] for label, value in costs.items()],
+        title="What a sandboxed job pays before its tool starts (each line includes the ones "
+        "above it)",
+    )
     if shared:
         report_shared(shared, rows)
     print(f"\ntotal {time.monotonic() - started:.0f} s", end="")
@@ -402,6 +478,7 @@ def report(rows: list[Row], repeat: int) -> None:
     table = []
     for row in rows:
         bare, kind = median(row.bare), median(row.kind)
+        sandboxed = median(row.sandboxed)
         e2e = median([e.total_s for e in row.e2e])
         table.append(
             [
@@ -409,17 +486,34 @@ def report(rows: list[Row], repeat: int) -> None:
                 row.check,
                 str(len(row.bare)),
                 seconds(bare),
+                seconds(sandboxed),
+                ratio(sandboxed, bare),
                 seconds(kind),
                 ratio(kind, bare),
+                ratio(kind, sandboxed),
                 seconds(e2e),
                 ratio(e2e, bare),
             ]
         )
     print_table(
-        ["board", "check", "runs", "bare s", "kind s", "kind/bare", "end-to-end s", "e2e/bare"],
+        [
+            "board",
+            "check",
+            "runs",
+            "bare s",
+            "sandboxed s",
+            "sbx/bare",
+            "kind s",
+            "kind/bare",
+            "kind/sbx",
+            "end-to-end s",
+            "e2e/bare",
+        ],
         table,
         title=f"Medians of up to {repeat} runs; bare = kicad-cli with a fresh HOME holding "
-        "KiCad's stock library tables (as hwrepo sets up each job)",
+        "KiCad's stock library tables (as hwrepo sets up each job); sandboxed = the same "
+        "command in a job's sandbox; kind = the check kind's run() (sandbox, hwrepo's Python, "
+        "kicad-cli, report read)",
     )
 
     variants = []

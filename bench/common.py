@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import json
 import os
 import platform
 import secrets
@@ -21,6 +22,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -55,11 +57,13 @@ __all__ = [
     "DESIGNS",
     "E2E",
     "ROOT",
+    "EventClock",
     "Pipeline",
     "Stack",
     "handle_termination",
     "machine_line",
     "median",
+    "percentile",
     "print_table",
     "ratio",
     "seconds",
@@ -80,6 +84,17 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """The p-th percentile (0-100) by linear interpolation, as numpy's default."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def seconds(value: float | None, digits: int = 2) -> str:
@@ -399,3 +414,119 @@ def _drop_bucket(backends: Backends) -> None:
         errors = list(store.client.remove_objects(store.bucket, keys))
         if not errors:
             store.client.remove_bucket(store.bucket)
+
+
+# -- event times ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    type: str  # "check.queued", ...
+    project: str | None
+    revision: int | None
+    data: dict[str, Any]
+    stored: float  # the JetStream stored timestamp, epoch seconds
+    seen: float  # when this process received it, epoch seconds
+
+
+class EventClock:
+    """Every domain event of a pipeline as JetStream stored it, with its stored timestamp (the
+    server's clock, the same machine's clock as `time.time()` here): an ordered consumer on
+    hwrepo.events.> in a thread of its own."""
+
+    def __init__(self, nats_url: str) -> None:
+        self.url = nats_url
+        self.events: list[StoredEvent] = []
+        self._cond = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> EventClock:
+        self._thread.start()
+        if not self._ready.wait(15) or self._error is not None:
+            raise RuntimeError(f"event consumer did not start: {self._error}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._consume())
+        except BaseException as exc:  # reported by __enter__ or first()
+            self._error = exc
+            self._ready.set()
+
+    async def _consume(self) -> None:
+        import nats
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        from hwrepo.domain.events import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
+
+        self._stop = asyncio.Event()
+        nc = await nats.connect(self.url)
+        try:
+            js = nc.jetstream()
+            prefix = EVENTS_SUBJECT_PREFIX + "."
+
+            async def on_message(msg: Any) -> None:
+                body = json.loads(msg.data)
+                event = StoredEvent(
+                    type=msg.subject.removeprefix(prefix),
+                    project=body.get("project"),
+                    revision=body.get("revision"),
+                    data=body.get("data") or {},
+                    stored=msg.metadata.timestamp.timestamp(),
+                    seen=time.time(),
+                )
+                with self._cond:
+                    self.events.append(event)
+                    self._cond.notify_all()
+
+            sub = await js.subscribe(
+                prefix + ">",
+                stream=EVENTS_STREAM,
+                ordered_consumer=True,
+                cb=on_message,
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+            )
+            self._ready.set()
+            await self._stop.wait()
+            await sub.unsubscribe()
+        finally:
+            await nc.close()
+
+    def first(
+        self,
+        type_: str,
+        project: str,
+        revision: int,
+        *,
+        where: Callable[[StoredEvent], bool] | None = None,
+        timeout_s: float = 60.0,
+    ) -> StoredEvent:
+        """The first stored event of this type for this revision (waiting for it)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for e in self.events:
+                    if (
+                        e.type == type_
+                        and e.project == project
+                        and e.revision == revision
+                        and (where is None or where(e))
+                    ):
+                        return e
+                left = deadline - time.monotonic()
+                if left <= 0 or self._error is not None:
+                    raise TimeoutError(
+                        f"no {type_} of {project} r{revision} within {timeout_s} s"
+                        + (f" ({self._error})" if self._error else "")
+                    )
+                self._cond.wait(left)
