@@ -62,10 +62,18 @@ WHEELS = {
 }
 TIMEOUT_S = 300.0
 
+# PLY looks for prebuilt tables as the module pyverilog.vparser.parsetab: they are loaded from
+# the tables' directory under that name, or every parse rebuilds them (`--rebuild-tables`).
 BARE_PARSE = """
-import sys
-from pyverilog.vparser.parser import VerilogCodeParser
+import importlib.util, os, sys
 tables, files, includes, defines = sys.argv[1], sys.argv[2].split(","), sys.argv[3], sys.argv[4]
+table = os.path.join(tables, "parsetab.py")
+if os.path.isfile(table):
+    spec = importlib.util.spec_from_file_location("pyverilog.vparser.parsetab", table)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["pyverilog.vparser.parsetab"] = module
+from pyverilog.vparser.parser import VerilogCodeParser
 VerilogCodeParser(
     files,
     outputdir=tables,
@@ -142,6 +150,8 @@ def bare_verilator(row: Row, scratch: Path) -> float:
 
 
 def bare_pyverilog(row: Row, tables: Path) -> float:
+    """A fresh Python parsing the design with pyverilog; `tables` holds prebuilt parser tables
+    (or nothing, and PLY builds them)."""
     p = row.params
     argv = [
         sys.executable,
@@ -200,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--designs", nargs="+", default=[*LOCAL, *WHEELS], metavar="NAME", help="%(default)s"
     )
+    parser.add_argument(
+        "--rebuild-tables",
+        action="store_true",
+        help="the bare pyverilog parse without prebuilt parser tables (PLY builds them each time)",
+    )
     args = parser.parse_args(argv)
     handle_termination()
     started = time.monotonic()
@@ -211,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         cache = scratch / "kind-cache"
         cache.mkdir()
         tables = ensure_tables(cache)
+        if args.rebuild_tables:
+            tables = scratch / "no-tables"
+            tables.mkdir()
         rows: list[Row] = []
         for name in args.designs:
             if name in WHEELS:

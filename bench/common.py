@@ -20,6 +20,7 @@ import secrets
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -60,6 +61,7 @@ __all__ = [
     "EventClock",
     "Pipeline",
     "Stack",
+    "api_process",
     "handle_termination",
     "machine_line",
     "median",
@@ -530,3 +532,65 @@ class EventClock:
                         + (f" ({self._error})" if self._error else "")
                     )
                 self._cond.wait(left)
+
+
+# -- a real HTTP server --------------------------------------------------------------------------
+
+_SERVE = (
+    "import sys, uvicorn\n"
+    "from hwrepo.config import Settings\n"
+    "from hwrepo.entrypoints.api.app import create_app\n"
+    "settings = Settings.model_validate_json(sys.stdin.read())\n"
+    "uvicorn.run(create_app(settings), host='127.0.0.1', port=int(sys.argv[1]),\n"
+    "            log_level='warning', timeout_graceful_shutdown=5)\n"
+)
+
+
+@dataclass
+class ApiProcess:
+    url: str  # http://127.0.0.1:PORT
+    proc: subprocess.Popen[bytes]
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the API process has used so far (from /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+
+@contextlib.contextmanager
+def api_process(settings: Settings, *, ready_s: float = 60.0) -> Iterator[ApiProcess]:
+    """hwrepo's API (FastAPI app, its lifespan: outbox relay and recorder) served by uvicorn in
+    a process of its own, as `hwrepo api` runs it, on a free port of 127.0.0.1 and the same
+    servers and database as `settings`."""
+    import httpx
+
+    (port,) = embedded.free_ports(1)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVE, str(port)],
+        stdin=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(settings.model_dump_json().encode())
+    proc.stdin.close()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the API process exited {proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API at {url} did not answer /healthz in {ready_s} s")
+            time.sleep(0.1)
+        yield ApiProcess(url, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

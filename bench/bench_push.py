@@ -1,0 +1,256 @@
+"""Uploads: a 100 MB revision through the API and by `hwrepo push`, against a direct MinIO-SDK
+put of the same bytes to the same S3 server.
+
+The API is served by uvicorn in a process of its own (as `hwrepo api`), on the benchmark's
+private S3 server, nats-server and SQLite database; the worker runs the planner only. Each round
+makes two new directories of random bytes (`--mb` in all, in `--files` files), A and B, and
+measures:
+
+  s3 put A / B   the MinIO SDK's `put_object` of each file (its default part size), one after
+                 the other, into a bucket of its own on the same S3 server: the bare operation;
+  api upload A   one multipart `POST …/revisions` of A (httpx, streamed from the files) until
+                 the API's 201 (the API hashes, stores each blob in S3, commits the revision);
+  push B         `hwrepo push B` as a person runs it (a new process; it asks which blobs the
+                 server lacks, sends those by `PUT …/blobs/{sha}`, then commits);
+  push B again   the same command with nothing changed (the server lacks nothing).
+
+Targets (issues 10 and 14): a new 100 MB upload ≤ 1.3 times the direct put; an unchanged push
+≤ 0.05 times the first.
+
+    .venv/bin/python bench/bench_push.py [--rounds 3] [--mb 100] [--files 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from common import (
+    Stack,
+    api_process,
+    handle_termination,
+    machine_line,
+    median,
+    print_table,
+    ratio,
+    seconds,
+    timed,
+)
+
+from hwrepo.client.files import collect
+
+TARGET_UPLOAD = 1.3
+TARGET_UNCHANGED = 0.05
+
+
+def make_directory(root: Path, mb: int, files: int) -> list[Path]:
+    root.mkdir(parents=True)
+    size = mb * 1024 * 1024 // files
+    paths = []
+    for i in range(files):
+        path = root / f"data/part-{i}.bin"
+        path.parent.mkdir(exist_ok=True)
+        with path.open("wb") as fh:
+            left = size
+            while left:
+                chunk = min(left, 8 * 1024 * 1024)
+                fh.write(os.urandom(chunk))
+                left -= chunk
+        paths.append(path)
+    return paths
+
+
+def s3_put(store: object, bucket: str, root: Path, paths: list[Path]) -> float:
+    client = store.client  # type: ignore[attr-defined]
+
+    def put() -> None:
+        for p in paths:
+            client.put_object(
+                bucket,
+                f"{root.name}/{p.relative_to(root).as_posix()}",
+                p.open("rb"),
+                p.stat().st_size,
+                content_type="application/octet-stream",
+            )
+
+    wall, _ = timed(put)
+    return float(wall)
+
+
+def api_upload(url: str, token: str, project: str, root: Path, paths: list[Path]) -> float:
+    with contextlib.ExitStack() as files:
+        parts = [
+            ("files", (p.relative_to(root).as_posix(), files.enter_context(p.open("rb"))))
+            for p in paths
+        ]
+        wall, r = timed(
+            lambda: httpx.post(
+                f"{url}/api/v1/projects/{project}/revisions",
+                files=parts,
+                data={"message": "bench"},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=600,
+            )
+        )
+    if r.status_code != 201:
+        raise RuntimeError(f"upload: {r.status_code} {r.text[:300]}")
+    return float(wall)
+
+
+def cli_push(url: str, token: str, project: str, root: Path, home: Path) -> tuple[float, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "HWREPO_SERVER": url,
+        "HWREPO_TOKEN": token,
+        "LANG": "C.UTF-8",
+    }
+    hwrepo = Path(sys.executable).parent / "hwrepo"
+    wall, done = timed(
+        lambda: subprocess.run(
+            [str(hwrepo), "push", str(root), "--project", project, "-m", "bench"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"hwrepo push exited {done.returncode}: {done.stderr[-500:]}")
+    said = [ln for ln in done.stderr.splitlines() if ln.startswith("revision ")]
+    return float(wall), (said[-1] if said else "")
+
+
+def client_start_s(home: Path) -> float:
+    """`hwrepo push --help`: the client's interpreter start and imports, no request."""
+    hwrepo = Path(sys.executable).parent / "hwrepo"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+    wall, _ = timed(
+        lambda: subprocess.run(
+            [str(hwrepo), "push", "--help"], env=env, capture_output=True, check=True
+        )
+    )
+    return float(wall)
+
+
+def hashing_s(root: Path) -> float:
+    """What the client's file list costs: SHA-256 of every file (hwrepo.client.files)."""
+    wall, _ = timed(lambda: collect(root))
+    return float(wall)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", "-n", type=int, default=3, help="rounds (median)")
+    parser.add_argument("--mb", type=int, default=100, help="MiB per directory")
+    parser.add_argument("--files", type=int, default=4, help="files per directory")
+    args = parser.parse_args(argv)
+    handle_termination()
+    started = time.monotonic()
+    print(machine_line())
+    times: dict[str, list[float]] = {}
+    notes: list[str] = []
+    with Stack() as stack, stack.pipeline([]) as pipe:
+        token = pipe.headers["Authorization"].removeprefix("Bearer ")
+        store = pipe.backends.store
+        bucket = "bench-direct-" + os.urandom(4).hex()
+        store.client.make_bucket(bucket)
+        project_a, project_b = pipe.project("upload"), pipe.project("push")
+        home = stack.root / "home"
+        home.mkdir()
+        with api_process(pipe.settings) as api:
+            for n in range(args.rounds):
+                work = stack.root / f"round-{n}"
+                a = make_directory(work / "a", args.mb, args.files)
+                b = make_directory(work / "b", args.mb, args.files)
+                steps = {
+                    "s3 put A": lambda a=a, w=work: s3_put(store, bucket, w / "a", a),
+                    "api upload A": lambda a=a, w=work: api_upload(
+                        api.url, token, project_a, w / "a", a
+                    ),
+                    "s3 put B": lambda b=b, w=work: s3_put(store, bucket, w / "b", b),
+                }
+                for label, step in steps.items():
+                    times.setdefault(label, []).append(step())
+                wall, said = cli_push(api.url, token, project_b, work / "b", home)
+                times.setdefault("push B", []).append(wall)
+                notes.append(f"round {n + 1} push: {said}")
+                wall, said = cli_push(api.url, token, project_b, work / "b", home)
+                times.setdefault("push B again", []).append(wall)
+                times.setdefault("client start", []).append(client_start_s(home))
+                times.setdefault("hashing B", []).append(hashing_s(work / "b"))
+                notes.append(f"round {n + 1} push again: {said}")
+                print(
+                    f"  round {n + 1}: "
+                    + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
+                    flush=True,
+                )
+                shutil.rmtree(work)
+        with contextlib.suppress(Exception):
+            for obj in store.client.list_objects(bucket, recursive=True):
+                store.client.remove_object(bucket, obj.object_name)
+            store.client.remove_bucket(bucket)
+
+    for note in notes:
+        print(note)
+    med = {k: median(v) for k, v in times.items()}
+    rows = [
+        [
+            f"API upload of {args.mb} MiB (new)",
+            seconds(med["api upload A"]),
+            "s3 put",
+            seconds(med["s3 put A"]),
+            ratio(med["api upload A"], med["s3 put A"]),
+            f"≤ {TARGET_UPLOAD}x",
+        ],
+        [
+            f"hwrepo push of {args.mb} MiB (new)",
+            seconds(med["push B"]),
+            "s3 put",
+            seconds(med["s3 put B"]),
+            ratio(med["push B"], med["s3 put B"]),
+            f"≤ {TARGET_UPLOAD}x",
+        ],
+        [
+            "hwrepo push, nothing changed",
+            seconds(med["push B again"]),
+            "first push",
+            seconds(med["push B"]),
+            ratio(med["push B again"], med["push B"]),
+            f"≤ {TARGET_UNCHANGED}x",
+        ],
+    ]
+    print_table(
+        ["measured", "s", "against", "s", "ratio", "target"],
+        rows,
+        title=f"Medians of {args.rounds} round(s); {args.files} files per directory",
+    )
+    start, hashing, again = med["client start"], med["hashing B"], med["push B again"]
+    rest = None if None in (start, hashing, again) else again - start - hashing  # type: ignore[operator]
+    print_table(
+        ["part of the unchanged push", "s"],
+        [
+            ["client start (`hwrepo push --help`)", seconds(start)],
+            ["SHA-256 of the directory (collect())", seconds(hashing)],
+            ["the rest: blobs/missing, commit, answers", seconds(rest)],
+        ],
+        title="Where the unchanged push's time goes (medians)",
+    )
+    print(f"\n{machine_line()}\ntotal {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted; servers stopped", file=sys.stderr)
+        sys.exit(130)
