@@ -26,10 +26,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import multiprocessing
+import re
+import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +43,7 @@ from pathlib import Path
 import httpx
 from common import (
     DESIGNS,
+    ApiProcess,
     EventClock,
     Stack,
     api_process,
@@ -55,7 +62,9 @@ TARGET_CPU = 3.0
 
 
 def ms(value: float | None) -> str:
-    return "—" if value is None else f"{value * 1000:.0f}"
+    if value is None:
+        return "—"
+    return "inf" if value == float("inf") else f"{value * 1000:.0f}"
 
 
 @dataclass
@@ -90,6 +99,7 @@ def event_latency(
     clock: EventClock,
     revisions: int,
     rate: float,
+    wait_s: float,
 ) -> tuple[list[Upload], float]:
     files = upload_files(DESIGNS / DESIGN)
     local = threading.local()
@@ -124,10 +134,131 @@ def event_latency(
         futures = [pool.submit(one, i, start + i / rate) for i in range(revisions)]
         uploads = [f.result() for f in futures]
     sent_s = max(u.answered for u in uploads) - start
+    deadline = time.monotonic() + wait_s
     for u in uploads:
-        u.queued = clock.first("check.queued", u.project, u.number, timeout_s=120).stored
-        u.started = clock.first("check.started", u.project, u.number, timeout_s=600).stored
+        with contextlib.suppress(TimeoutError):
+            left = max(deadline - time.monotonic(), 0.01)
+            u.queued = clock.first("check.queued", u.project, u.number, timeout_s=left).stored
+            left = max(deadline - time.monotonic(), 0.01)
+            u.started = clock.first("check.started", u.project, u.number, timeout_s=left).stored
     return uploads, sent_s
+
+
+def seed(
+    url: str, headers: dict[str, str], owner: str, clock: EventClock, count: int
+) -> list[Upload]:
+    """`count` projects with one revision each, their checks final: what the reads read."""
+    files = upload_files(DESIGNS / DESIGN)
+    uploads = []
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as c:
+        for i in range(count):
+            name = f"read-{i:03d}"
+            c.post(
+                "/api/v1/projects",
+                json={"name": name, "kind": "hardware", "licence": "CERN-OHL-P-2.0"},
+            ).raise_for_status()
+            r = c.post(f"/api/v1/projects/{owner}/{name}/revisions", files=files)
+            r.raise_for_status()
+            uploads.append(Upload(f"{owner}/{name}", int(r.json()["number"]), 0.0, time.time()))
+    for u in uploads:
+        queued = sum(
+            1
+            for e in [clock.first("revision.planned", u.project, u.number, timeout_s=120)]
+            for _ in range(int(e.data.get("checks") or 0))
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            done = [
+                e
+                for e in clock.events
+                if e.type == "check.finished" and e.project == u.project and e.revision == u.number
+            ]
+            if len(done) >= queued:
+                break
+            time.sleep(0.2)
+    return uploads
+
+
+def run_reads(
+    url: str, headers: dict[str, str], path: str, clients: int, reads: int
+) -> tuple[list[float], int, float, float]:
+    """read_load in a process of its own (the load generator's CPU is not the benchmark's);
+    also the CPU seconds the generator used."""
+    cpu0 = time.process_time()
+    latencies, errors, wall = asyncio.run(read_load(url, headers, path, clients, reads))
+    return latencies, errors, wall, time.process_time() - cpu0
+
+
+def start_profile(
+    api: ApiProcess, directory: Path | None, label: str
+) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the API process while one endpoint is read (`--profile DIR`)."""
+    if directory is None:
+        return None
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / (re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") + ".txt")
+    proc = subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(api.proc.pid),
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # py-spy attaches
+    return proc
+
+
+IDLE = ("threading.py", "queue.py", "selectors.py", "base_events.py:1")
+PACKAGES = ("sqlalchemy", "pydantic", "fastapi", "starlette", "uvicorn", "anyio", "json")
+
+
+def profile_summary(path: Path, top: int = 12) -> list[tuple[str, float]]:
+    """From py-spy's raw (collapsed) stacks, leaving out threads waiting (a leaf in threading,
+    queue or the event loop's select): the share of busy samples in which each package, and each
+    of hwrepo's functions, appears (inclusive)."""
+    counts: dict[str, int] = {}
+    busy = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        frames = stack.split(";")
+        if any(idle in frames[-1] for idle in IDLE):
+            continue
+        busy += int(n)
+        seen: set[str] = set()
+        for frame in frames:
+            for package in PACKAGES:
+                if f"({package}/" in frame or f"/{package}/" in frame:
+                    seen.add(f"[{package}]")
+            if "(hwrepo/" in frame:
+                seen.add(re.sub(r":\d+\)$", ")", frame))
+        for name in seen:
+            counts[name] = counts.get(name, 0) + int(n)
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    return [(name, k / busy) for name, k in ranked[:top]] if busy else []
+
+
+def stop_profile(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 async def read_load(
@@ -172,43 +303,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--reads", type=int, default=1000, help="requests per endpoint")
     parser.add_argument("--skip-events", action="store_true", help="only the API reads")
+    parser.add_argument(
+        "--wait-s",
+        type=float,
+        default=90.0,
+        help="after the last upload, how long to wait for first jobs to start (a revision "
+        "whose job has not started by then counts as not started)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=10, help="projects with a revision, read by the reads"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="sample the API process with py-spy during each endpoint's reads, into DIR",
+    )
     args = parser.parse_args(argv)
     handle_termination()
     started = time.monotonic()
     concurrency = args.concurrency or default_concurrency()
     print(machine_line({"worker concurrency": str(concurrency)}))
     uploads: list[Upload] = []
+    load_events = ""
+    client_cpus: dict[str, float] = {}
     sent_s = 0.0
-    reads: dict[str, tuple[list[float], int, float, float]] = {}
+    reads: dict[str, tuple[list[float], int, float, float, float | None]] = {}
     with (
         Stack() as stack,
         stack.pipeline(args.kinds, concurrency=concurrency) as pipe,
         EventClock(pipe.settings.nats_urls[0]) as clock,
         api_process(pipe.settings) as api,
     ):
-        if not args.skip_events:
-            uploads, sent_s = event_latency(
-                api.url, pipe.headers, pipe.owner, clock, args.revisions, args.rate
-            )
-            print(f"  {len(uploads)} uploads sent in {sent_s:.1f} s", flush=True)
-            # the worker must be idle before the reads: wait for every check to be final
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                finished = sum(e.type == "check.finished" for e in clock.events)
-                queued = sum(e.type == "check.queued" for e in clock.events)
-                if finished >= queued:
-                    break
-                time.sleep(0.5)
-        else:
-            project = pipe.project("reads")
-            r = pipe.client.post(
-                f"/api/v1/projects/{project}/revisions",
-                files=upload_files(DESIGNS / DESIGN),
-                headers=pipe.headers,
-            )
-            r.raise_for_status()
-            uploads = [Upload(project, int(r.json()["number"]), 0.0, 0.0)]
-        some = uploads[len(uploads) // 2]
+        # The reads first, while the worker is idle: a few revisions to read, checks final.
+        seeded = seed(api.url, pipe.headers, pipe.owner, clock, args.seed)
+        some = seeded[len(seeded) // 2]
         paths = {
             "/healthz": "/healthz",
             "project list": "/api/v1/projects",
@@ -216,29 +346,43 @@ def main(argv: list[str] | None = None) -> int:
             "its checks": f"/api/v1/projects/{some.project}/revisions/{some.number}/checks",
         }
         read_headers = {"Authorization": pipe.headers["Authorization"]}
-        for label, path in paths.items():
-            asyncio.run(read_load(api.url, read_headers, path, 5, 50))  # warm up
-            cpu0 = api.cpu_s()
-            latencies, errors, wall = asyncio.run(
-                read_load(api.url, read_headers, path, args.clients, args.reads)
+        load_reads = machine_line()
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as generator:
+            for label, path in paths.items():
+                alone = generator.submit(run_reads, api.url, read_headers, path, 1, 50).result()
+                profiler = start_profile(api, args.profile, label)
+                cpu0 = api.cpu_s()
+                latencies, errors, wall, client_cpu = generator.submit(
+                    run_reads, api.url, read_headers, path, args.clients, args.reads
+                ).result()
+                cpu = (api.cpu_s() - cpu0) / max(len(latencies), 1)
+                client_cpus[label] = client_cpu / max(len(latencies), 1)
+                stop_profile(profiler)
+                reads[label] = (latencies, errors, wall, cpu, percentile(alone[0], 50))
+                print(
+                    f"  {label}: p50 {ms(percentile(latencies, 50))} ms, "
+                    f"p99 {ms(percentile(latencies, 99))} ms, {errors} errors",
+                    flush=True,
+                )
+        if not args.skip_events:
+            load_events = machine_line()
+            uploads, sent_s = event_latency(
+                api.url, pipe.headers, pipe.owner, clock, args.revisions, args.rate, args.wait_s
             )
-            cpu = (api.cpu_s() - cpu0) / max(len(latencies), 1)
-            reads[label] = (latencies, errors, wall, cpu)
-            print(
-                f"  {label}: p50 {ms(percentile(latencies, 50))} ms, "
-                f"p99 {ms(percentile(latencies, 99))} ms, {errors} errors",
-                flush=True,
-            )
+            print(f"  {len(uploads)} uploads sent in {sent_s:.1f} s", flush=True)
         load_after = machine_line()
-
     if uploads and not args.skip_events:
         to_queued = [u.queued - u.answered for u in uploads if u.queued is not None]
         to_started = [u.started - u.answered for u in uploads if u.started is not None]
+        never = len(uploads) - len(to_started)
+        # a revision whose first job never started within --wait-s counts as infinitely late
+        with_never = to_started + [float("inf")] * never
         late = [u.answered - u.scheduled for u in uploads]
         rows = []
         for label, values in (
             ("upload answered → first check.queued", to_queued),
-            ("upload answered → first check.started", to_started),
+            ("upload answered → first check.started", with_never),
             ("(upload answered minus its scheduled time)", late),
         ):
             rows.append(
@@ -251,12 +395,18 @@ def main(argv: list[str] | None = None) -> int:
                     ms(max(values) if values else None),
                 ]
             )
+        print(f"\nevents phase started at: {load_events}")
         print_table(
             ["", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"],
             rows,
             title=f"{len(uploads)} revisions at {args.rate:g}/s (sent in {sent_s:.1f} s), "
             f"worker taking {', '.join(args.kinds)} at concurrency {concurrency}; target: "
-            f"p99 to the first job started ≤ {TARGET_START_MS:.0f} ms",
+            f"p99 to the first job started ≤ {TARGET_START_MS:.0f} ms"
+            + (
+                f"; {never} revision(s) had no job started within {args.wait_s:g} s (inf)"
+                if never
+                else ""
+            ),
         )
         finished = [e for e in clock.events if e.type == "check.finished"]
         work = [_seconds(e.data.get("started"), e.data.get("finished")) for e in finished]
@@ -271,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
 
     health_cpu = reads["/healthz"][3] if "/healthz" in reads else None
     rows = []
-    for label, (latencies, errors, wall, cpu) in reads.items():
+    for label, (latencies, errors, wall, cpu, alone) in reads.items():
         p99 = percentile(latencies, 99)
         cpu_ratio = cpu / health_cpu if health_cpu else None
         met = (
@@ -286,10 +436,12 @@ def main(argv: list[str] | None = None) -> int:
                 str(len(latencies)),
                 str(errors),
                 f"{len(latencies) / wall:.0f}",
+                ms(alone),
                 ms(percentile(latencies, 50)),
                 ms(p99),
                 f"{cpu * 1000:.1f}",
                 "—" if cpu_ratio is None else f"{cpu_ratio:.1f}x",
+                f"{client_cpus.get(label, 0.0) * 1000:.1f}",
                 "yes" if met else "no",
             ]
         )
@@ -299,16 +451,27 @@ def main(argv: list[str] | None = None) -> int:
             "requests",
             "errors",
             "req/s",
+            "1 client p50",
             "p50 ms",
             "p99 ms",
             "API CPU ms/req",
             "CPU/healthz",
+            "client CPU ms/req",
             "targets met",
         ],
         rows,
         title=f"API reads, {args.clients} concurrent clients; targets: p99 ≤ "
         f"{TARGET_READ_MS:.0f} ms, 0 errors, CPU per request ≤ {TARGET_CPU:g}x /healthz",
     )
+    print(f"reads started at: {load_reads}")
+    if args.profile is not None:
+        for path in sorted(args.profile.glob("*.txt")):
+            print_table(
+                ["function (file:line)", "share of samples"],
+                [[name[:110], f"{share:.0%}"] for name, share in profile_summary(path)],
+                title=f"py-spy, API process, {path.stem}: share of busy samples (inclusive; "
+                "[package]: any frame of that package)",
+            )
     print(f"\nat the end: {load_after}\ntotal {time.monotonic() - started:.0f} s")
     return 0
 
