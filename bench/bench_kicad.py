@@ -43,7 +43,6 @@ from pathlib import Path
 from common import (
     DESIGNS,
     E2E,
-    ROOT,
     Pipeline,
     Stack,
     handle_termination,
@@ -52,6 +51,7 @@ from common import (
     print_table,
     ratio,
     seconds,
+    start_costs,
     timed,
 )
 
@@ -235,37 +235,6 @@ def sandboxed_run(
         ws.remove()
 
 
-def start_costs(scratch: Path, repeat: int = 5) -> dict[str, float]:
-    """Medians of what a sandboxed job pays before its tool starts: an empty sandbox
-    (/bin/true), hwrepo's Python starting in it, and that Python importing the KiCad kinds'
-    in-sandbox module."""
-    ws = Workspace(root=scratch / "start-costs", cache=scratch / "kind-cache").create()
-    steps = {
-        "sandbox (/bin/true)": ["/bin/true"],
-        "+ python -I -B -c pass": [sys.executable, "-I", "-B", "-c", "pass"],
-        "+ import kicad.inside": [
-            sys.executable,
-            "-I",
-            "-B",
-            "-c",
-            f"import sys; sys.path.insert(0, {str(ROOT)!r}); import hwrepo.checks.kicad.inside",
-        ],
-    }
-    costs: dict[str, float] = {}
-    try:
-        for label, argv in steps.items():
-            walls = []
-            for _ in range(repeat):
-                wall, done = timed(lambda argv=argv: Sandbox(ws).run(argv, env=python_env()))
-                if done.exit_code != 0:
-                    raise RuntimeError(f"{label} exited {done.exit_code}: {done.last_lines(5)}")
-                walls.append(wall)
-            costs[label] = float(median(walls) or 0.0)
-    finally:
-        ws.remove()
-    return costs
-
-
 def make_kind(check: str) -> CheckKind:
     return DrcKind() if check == "drc" else ErcKind()
 
@@ -415,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         # One pipeline (nats-server, bucket, database, API, worker) per check kind, all running
         # for the whole benchmark: each kind has a work queue of its own, so an end-to-end DRC
         # never waits behind the ERC of the same upload, and the rounds interleave all kinds.
-        costs = start_costs(scratch)
+        costs = start_costs(scratch, "hwrepo.checks.kicad.inside")
         with contextlib.ExitStack() as pipelines:
             pipes = {c: pipelines.enter_context(stack.pipeline([c])) for c in args.checks}
             for pipe in pipes.values():

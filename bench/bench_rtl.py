@@ -42,6 +42,7 @@ from common import (
     print_table,
     ratio,
     seconds,
+    start_costs,
     timed,
 )
 
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = scratch / "kind-cache"
         cache.mkdir()
         tables = ensure_tables(cache)
+        costs = start_costs(scratch, "hwrepo.checks.rtl.inside")
         if args.rebuild_tables:
             tables = scratch / "no-tables"
             tables.mkdir()
@@ -304,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         [row.name, *("/".join(sorted(row.states.get(k, set()))) for k in KEYS)] for row in rows
     ]
     print_table(["design", *KEYS], states, title="Outcomes (bare exit codes, check states)")
+    print_table(
+        ["step", "wall s (median of 5)"],
+        [[label, f"{value:.3f}"] for label, value in costs.items()],
+        title="What a sandboxed job pays before its tool starts (each line includes the ones "
+        "above it)",
+    )
     print(f"\n{machine_line()}\ntotal {time.monotonic() - started:.0f} s")
     return 0
 

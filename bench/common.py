@@ -36,6 +36,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 from minio.deleteobjects import DeleteObject
 
+from hwrepo.checks.core.kind import Workspace
+from hwrepo.checks.run.runner import Sandbox, python_env
 from hwrepo.config import EmbeddedPorts, Settings
 from hwrepo.entrypoints import embedded
 from hwrepo.entrypoints.api.app import create_app
@@ -69,6 +71,7 @@ __all__ = [
     "print_table",
     "ratio",
     "seconds",
+    "start_costs",
     "timed",
     "upload_dir",
 ]
@@ -594,3 +597,37 @@ def api_process(settings: Settings, *, ready_s: float = 60.0) -> Iterator[ApiPro
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# -- what a sandboxed job pays before its tool -----------------------------------------------------
+
+
+def start_costs(scratch: Path, module: str, repeat: int = 5) -> dict[str, float]:
+    """Medians of what a sandboxed job pays before its tool starts: an empty sandbox
+    (/bin/true), hwrepo's Python starting in it, and that Python importing `module` (a kind's
+    in-sandbox half)."""
+    ws = Workspace(root=scratch / "start-costs", cache=scratch / "kind-cache").create()
+    steps = {
+        "sandbox (/bin/true)": ["/bin/true"],
+        "+ python -I -B -c pass": [sys.executable, "-I", "-B", "-c", "pass"],
+        f"+ import {module.removeprefix('hwrepo.checks.')}": [
+            sys.executable,
+            "-I",
+            "-B",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(ROOT)!r}); import {module}",
+        ],
+    }
+    costs: dict[str, float] = {}
+    try:
+        for label, argv in steps.items():
+            walls = []
+            for _ in range(repeat):
+                wall, done = timed(lambda argv=argv: Sandbox(ws).run(argv, env=python_env()))
+                if done.exit_code != 0:
+                    raise RuntimeError(f"{label} exited {done.exit_code}: {done.last_lines(5)}")
+                walls.append(wall)
+            costs[label] = float(median(walls) or 0.0)
+    finally:
+        ws.remove()
+    return costs
