@@ -99,6 +99,8 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     k = (len(ordered) - 1) * p / 100
     lo = int(k)
     hi = min(lo + 1, len(ordered) - 1)
+    if k == lo or ordered[hi] == ordered[lo]:  # also when both are infinite
+        return ordered[lo]
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
