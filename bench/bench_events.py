@@ -51,6 +51,7 @@ from common import (
     machine_line,
     percentile,
     print_table,
+    run_benchmark,
 )
 
 from hwrepo.config import default_concurrency
@@ -484,8 +485,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; servers stopped", file=sys.stderr)
-        sys.exit(130)
+    run_benchmark(main)

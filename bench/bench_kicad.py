@@ -50,6 +50,7 @@ from common import (
     median,
     print_table,
     ratio,
+    run_benchmark,
     seconds,
     start_costs,
     timed,
@@ -597,8 +598,4 @@ def report_shared(
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; servers stopped", file=sys.stderr)
-        sys.exit(130)
+    run_benchmark(main)

@@ -22,7 +22,6 @@ process (what planning itself costs, without events, database or S3).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from common import (
@@ -34,6 +33,7 @@ from common import (
     median,
     percentile,
     print_table,
+    run_benchmark,
     timed,
     upload_dir,
 )
@@ -141,8 +141,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; servers stopped", file=sys.stderr)
-        sys.exit(130)
+    run_benchmark(main)

@@ -40,6 +40,7 @@ from common import (
     median,
     print_table,
     ratio,
+    run_benchmark,
     seconds,
     timed,
 )
@@ -249,8 +250,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; servers stopped", file=sys.stderr)
-        sys.exit(130)
+    run_benchmark(main)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from common import (
     median,
     print_table,
     ratio,
+    run_benchmark,
     seconds,
     start_costs,
     timed,
@@ -320,9 +320,4 @@ KEYS = ["verilator", "pyverilog", "sandboxed", "rtl-lint", "rtl-structure"]
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+    run_benchmark(main)

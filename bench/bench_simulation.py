@@ -49,6 +49,7 @@ from common import (
     median,
     print_table,
     ratio,
+    run_benchmark,
     seconds,
 )
 
@@ -538,8 +539,4 @@ def report(rows: list[Row]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; servers stopped", file=sys.stderr)
-        sys.exit(130)
+    run_benchmark(main)

@@ -70,6 +70,7 @@ __all__ = [
     "percentile",
     "print_table",
     "ratio",
+    "run_benchmark",
     "seconds",
     "start_costs",
     "timed",
@@ -151,6 +152,15 @@ def machine_line(extra: dict[str, str] | None = None) -> str:
         **(extra or {}),
     }
     return "machine: " + "; ".join(f"{k} {v}" for k, v in facts.items())
+
+
+def run_benchmark(main: Callable[[], int]) -> None:
+    """A benchmark's entry point: its exit code, 130 when interrupted (servers stopped)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted; servers stopped", file=sys.stderr)
+        sys.exit(130)
 
 
 def handle_termination() -> None:
