@@ -9,19 +9,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from minio.error import MinioException
 
 from hwrepo.config import Settings, default_concurrency, load_settings
 from hwrepo.domain.errors import HwrepoError
 from hwrepo.domain.model import utcnow
-from hwrepo.entrypoints import client_cli, embedded, kicad_cli
-from hwrepo.service_layer import bootstrap
-from hwrepo.service_layer import reindex as reindexing
-from hwrepo.service_layer import users as users_service
-from hwrepo.service_layer.backends import Backends
+from hwrepo.entrypoints import client_cli, kicad_cli
+
+# The server side (index, storage, set-up) is imported by the commands that use it: the client
+# commands (`hwrepo push` in a CI job) start without it.
+if TYPE_CHECKING:
+    from hwrepo.service_layer.backends import Backends
 
 app = typer.Typer(
     pretty_exceptions_enable=False,
@@ -57,6 +57,12 @@ def _backends(settings: Settings) -> Iterator[Backends]:
     """Backends for a one-off command. When the embedded S3 server is not running (no `hwrepo up`),
     it is started for the duration of the command, and the command waits (up to 60 s) until it
     serves requests. A failure of the store is one line naming it, with the server's words."""
+    from minio.error import MinioException
+
+    from hwrepo.entrypoints import embedded
+    from hwrepo.service_layer import bootstrap
+    from hwrepo.service_layer.backends import Backends
+
     started = []
     try:
         if settings.embedded_s3 and not embedded.answers(settings.embedded.s3):
@@ -212,6 +218,8 @@ def users_create(
     data_dir: DataDir = None,
 ) -> None:
     """Create a user."""
+    from hwrepo.service_layer import users as users_service
+
     with _backends(_settings(data_dir)) as backends:
         try:
             user = users_service.create_user(backends, name, admin=admin)
@@ -230,6 +238,8 @@ def users_password(
 ) -> None:
     """Set the password user NAME signs in to the pages with (asked twice, or read from
     standard input with --stdin); signs the user out of every browser."""
+    from hwrepo.service_layer import users as users_service
+
     if stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -251,6 +261,8 @@ def tokens_create(
     data_dir: DataDir = None,
 ) -> None:
     """Create an API token for user NAME and print it (alone on its line, on stdout)."""
+    from hwrepo.service_layer import users as users_service
+
     expires = utcnow() + timedelta(days=expires_days) if expires_days else None
     with _backends(_settings(data_dir)) as backends:
         try:
@@ -265,6 +277,8 @@ def tokens_create(
 @app.command()
 def reindex(data_dir: DataDir = None) -> None:
     """Rebuild the metadata index from the manifests in S3."""
+    from hwrepo.service_layer import reindex as reindexing
+
     with _backends(_settings(data_dir)) as backends:
         report = reindexing.reindex(backends)
     typer.echo(
@@ -277,6 +291,8 @@ def reindex(data_dir: DataDir = None) -> None:
 @app.command()
 def streams(data_dir: DataDir = None) -> None:
     """Create or update the JetStream streams (done by `hwrepo up` too)."""
+    from hwrepo.service_layer import bootstrap
+
     try:
         asyncio.run(bootstrap.ensure_streams(_settings(data_dir)))
     except HwrepoError as exc:
