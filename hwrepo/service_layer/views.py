@@ -11,10 +11,10 @@ from typing import Any
 from hwrepo.adapters.db.index import Index, ProjectQuery
 from hwrepo.domain.checks import Check, RevisionState
 from hwrepo.domain.errors import NotFound
-from hwrepo.domain.model import FileEntry, Project, ProjectLink, Revision, User
+from hwrepo.domain.model import FileEntry, Project, ProjectLink, Revision, Role, User
 from hwrepo.domain.reviews import ReviewState
 from hwrepo.service_layer import checks as checks_service
-from hwrepo.service_layer import projects, revisions
+from hwrepo.service_layer import comparisons, projects, reviews, revisions
 from hwrepo.service_layer.backends import Backends
 
 TEXT_LIMIT = 2 * 1024 * 1024  # a file shown with line numbers; larger ones are downloads
@@ -176,3 +176,80 @@ def revision_paths(backends: Backends, check: Check) -> set[str]:
         project = index.project_by_id(check.project_id)
         revision = index.revision(project.id, check.revision) if project else None
     return {f.path for f in revision.files} if revision else set()
+
+
+# -- reviews and comparisons -------------------------------------------------------------------
+@dataclass
+class Threads:
+    """The review threads of one revision as a page shows them, sorted by where they are
+    anchored, and whether the viewer may take part (reviewers and above)."""
+
+    items: list[dict[str, Any]]
+    can_review: bool
+    me: str | None
+
+    def _anchored(self, kind: str) -> list[dict[str, Any]]:
+        return [t for t in self.items if t["anchor"]["kind"] == kind]
+
+    def on_revision(self, compare_with: int | None = None) -> list[dict[str, Any]]:
+        """The threads about the revision as a whole (or about one comparison of it)."""
+        return [t for t in self._anchored("revision") if t.get("compare_with") == compare_with]
+
+    def on_lines(self, path: str) -> dict[int, list[dict[str, Any]]]:
+        """A file's threads by the line they are shown under (the range's last line)."""
+        out: dict[int, list[dict[str, Any]]] = {}
+        for t in self._anchored("file"):
+            a = t["anchor"]
+            if a.get("path") == path:
+                out.setdefault(int(a.get("line_end") or a["line_start"]), []).append(t)
+        return out
+
+    def _of_check(self, kind: str, check: Check) -> list[dict[str, Any]]:
+        return [
+            t
+            for t in self._anchored(kind)
+            if t["anchor"].get("check_kind") == check.kind
+            and t["anchor"].get("check_name") == check.name
+        ]
+
+    def on_violations(self, check: Check) -> list[dict[str, Any]]:
+        return self._of_check("violation", check)
+
+    def on_tests(self, check: Check) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for t in self._of_check("test", check):
+            out.setdefault(str(t["anchor"]["test"]), []).append(t)
+        return out
+
+    def on_points(self) -> list[dict[str, Any]]:
+        return self._anchored("point")
+
+    def elsewhere(self) -> list[dict[str, Any]]:
+        """The threads anchored to something inside the revision (listed on its page)."""
+        return [t for t in self.items if t["anchor"]["kind"] != "revision"]
+
+
+def threads_of(backends: Backends, viewer: User | None, project: Project, number: int) -> Threads:
+    found = reviews.list_threads(backends, viewer, project.owner, project.name, number)
+    found.sort(key=lambda t: t["created"])
+    return Threads(found, project.has_role(viewer, Role.REVIEWER), viewer.name if viewer else None)
+
+
+@dataclass
+class ComparisonView:
+    project: Project
+    a: Revision
+    b: Revision
+    document: dict[str, Any]
+    threads: Threads
+
+
+def comparison_view(
+    backends: Backends, viewer: User | None, owner: str, name: str, a: int | None, b: int
+) -> ComparisonView:
+    """Two revisions compared (`a` None: b's parent), with the threads begun on the comparison."""
+    project, rev_a, rev_b = comparisons.resolve_pair(backends, viewer, owner, name, a, b)
+    document, _ = comparisons.ensure(backends, project, rev_a, rev_b)
+    return ComparisonView(
+        project, rev_a, rev_b, document, threads_of(backends, viewer, project, rev_b.number)
+    )

@@ -329,3 +329,137 @@ def test_a_password_survives_a_reindex_and_sessions_do_not(
         assert users.session_user(rebuilt, cookie) is None  # sign in again
     finally:
         rebuilt.close()
+
+
+def test_review_threads_and_verdicts_through_the_pages(
+    api: TestClient, backends: Backends, alice: Actor, bob: Actor
+) -> None:
+    create_project(api, alice, "blinky")
+    api.put(
+        "/api/v1/projects/alice/blinky/members/bob",
+        json={"role": "reviewer"},
+        headers=alice.headers,
+    )
+    api.patch(
+        "/api/v1/projects/alice/blinky", json={"required_approvals": 1}, headers=alice.headers
+    )
+    uploaded(api, alice, "alice/blinky", {"rtl/a.v": b"module a;\n  wire x;\nendmodule\n"})
+    file_page = "/alice/blinky/revisions/1/files/rtl/a.v"
+    # signed out: no forms
+    assert "new-thread" not in api.get(file_page, headers=HTML).text
+    users.set_password(backends, "bob", PASSWORD)
+    sign_in(api, "bob")
+    page = api.get(file_page, headers=HTML).text
+    assert 'id="new-line-thread"' in page
+    posted = api.post(
+        "/alice/blinky/revisions/1/threads",
+        data={
+            "csrf": csrf_of(page),
+            "back": file_page,
+            "kind": "file",
+            "path": "rtl/a.v",
+            "line_start": "2",
+            "body": "Is *x* used? <script>alert(1)</script>",
+        },
+        headers=HTML,
+        follow_redirects=False,
+    )
+    assert posted.status_code == 303, posted.text
+    assert posted.headers["location"].startswith(f"{file_page}#thread-")
+    page = api.get(file_page, headers=HTML).text
+    # under line 2, the Markdown rendered, its raw HTML escaped
+    under = page[page.index('id="L2"') : page.index('id="L3"')]
+    assert 'class="threads-at" data-line="2"' in under
+    assert "Is <em>x</em> used? &lt;script&gt;" in under and "<script>alert" not in page
+    thread_id = re.search(r'data-thread-id="([^"]+)"', under).group(1)  # type: ignore[union-attr]
+    comment_id = re.search(r'data-comment-id="([^"]+)"', under).group(1)  # type: ignore[union-attr]
+    csrf = csrf_of(page)
+    for path, data in (
+        (f"/alice/blinky/threads/{thread_id}/comments", {"body": "a reply"}),
+        (f"/alice/blinky/threads/{thread_id}/comments/{comment_id}", {"body": "Is **x** used?"}),
+        (f"/alice/blinky/threads/{thread_id}/resolved", {"resolved": "true"}),
+    ):
+        r = api.post(
+            path,
+            data={"csrf": csrf, "back": file_page, **data},
+            headers=HTML,
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, (path, r.text)
+    page = api.get(file_page, headers=HTML).text
+    assert "a reply" in page and "Is <strong>x</strong> used?" in page and "edited" in page
+    assert 'class="thread resolved"' in page and "Unresolve" in page
+    # without the form's token nothing changes
+    forged = api.post(
+        f"/alice/blinky/threads/{thread_id}/comments",
+        data={"csrf": "forged", "body": "forged"},
+        headers=HTML,
+    )
+    assert forged.status_code == 403 and "forged" not in api.get(file_page, headers=HTML).text
+    # a bad anchor is an error page, and nothing is stored
+    bad = api.post(
+        "/alice/blinky/revisions/1/threads",
+        data={"csrf": csrf, "kind": "file", "path": "rtl/a.v", "body": "no line"},
+        headers=HTML,
+    )
+    assert bad.status_code == 422 and "line_start" in bad.text
+    assert "text/html" in bad.headers["content-type"]
+    # the verdict on the revision page
+    revision = api.get("/alice/blinky/revisions/1", headers=HTML).text
+    assert 'review-pending" id="review-badge">pending' in revision
+    assert "0 of 1 required approval" in revision
+    assert "rtl/a.v:2</a>" in revision  # the file's thread, linked from the revision
+    r = api.post(
+        "/alice/blinky/revisions/1/review",
+        data={"csrf": csrf, "verdict": "approve"},
+        headers=HTML,
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    revision = api.get("/alice/blinky/revisions/1", headers=HTML).text
+    assert 'review-approved" id="review-badge">approved' in revision
+    assert "approved by bob" in revision
+
+    # the comparison page: files, a diff on request, a thread on the comparison
+    uploaded(api, alice, "alice/blinky", {"rtl/a.v": b"module a;\n  wire y;\nendmodule\n"})
+    assert (
+        'href="/alice/blinky/compare/1...2"'
+        in api.get("/alice/blinky/revisions/2", headers=HTML).text
+    )
+    assert 'id="compare-form"' in api.get("/alice/blinky", headers=HTML).text
+    chosen = api.get("/alice/blinky/compare?a=1&b=2", headers=HTML, follow_redirects=False)
+    assert chosen.headers["location"] == "/alice/blinky/compare/1...2"
+    compare = api.get("/alice/blinky/compare/2", headers=HTML)
+    assert compare.status_code == 200
+    assert 'class="file-changed" data-path="rtl/a.v"' in compare.text
+    assert 'data-url="/api/v1/projects/alice/blinky/compare/1...2/files/rtl/a.v"' in compare.text
+    r = api.post(
+        "/alice/blinky/revisions/2/threads",
+        data={
+            "csrf": csrf,
+            "kind": "revision",
+            "compare_with": "1",
+            "body": "y, not x",
+            "back": "/alice/blinky/compare/1...2",
+        },
+        headers=HTML,
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    compare = api.get("/alice/blinky/compare/1...2", headers=HTML).text
+    shown = compare[compare.index('id="comparison-threads"') :]
+    assert "y, not x" in shown
+    for spec, status in (("1...1", 422), ("x", 422), ("1", 422), ("1...9", 404)):
+        r = api.get(f"/alice/blinky/compare/{spec}", headers=HTML)
+        assert r.status_code == status, spec
+        assert "text/html" in r.headers["content-type"]
+
+
+def test_a_private_comparison_is_the_404_page(api: TestClient, alice: Actor) -> None:
+    create_project(api, alice, "secret", visibility="private")
+    for n in (1, 2):
+        uploaded(api, alice, "alice/secret", {"a.v": f"module a{n}; endmodule\n".encode()})
+    missing = api.get("/alice/nothing/compare/1...2", headers=HTML)
+    r = api.get("/alice/secret/compare/1...2", headers=HTML)
+    assert r.status_code == 404 == missing.status_code
+    assert r.text.replace("secret", "nothing") == missing.text

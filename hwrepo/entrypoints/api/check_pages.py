@@ -1,6 +1,8 @@
 """How each check kind is shown: one table, kind name -> its page template and what that page
-needs besides the check and its details. Adding a kind's page is one template and one entry;
-nothing else in the pages branches on kinds (a kind without an entry gets the generic page)."""
+needs besides the check and its details, and one table of how a kind's entry of a comparison is
+shown. Adding a kind's pages is a template and an entry in each; nothing else in the pages
+branches on kinds (a kind without an entry gets the generic page, or the generic comparison
+entry, which shows whatever lists the entry holds)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def _nothing(backends: Backends, project: Project, check: Check, details: dict) 
 class CheckPage:
     template: str
     context: Context = _nothing
+    points: bool = False  # its page shows the board, where review threads anchor to points
 
 
 def artifact_url(project: Project, check: Check, name: str) -> str:
@@ -105,7 +108,14 @@ def _positions(details: dict[str, Any], sheet_of: Callable[[dict], str]) -> list
             for i in v.get("items") or []
             if isinstance(i.get("x_mm"), int | float) and isinstance(i.get("y_mm"), int | float)
         ]
-        out.append({"index": index, "severity": v.get("severity"), "points": points})
+        out.append(
+            {
+                "index": index,
+                "identity": v.get("identity"),
+                "severity": v.get("severity"),
+                "points": points,
+            }
+        )
     return out
 
 
@@ -139,7 +149,17 @@ def _render(backends: Backends, project: Project, check: Check, details: dict) -
     bom = None
     if "bom.json" in names:
         bom = views.artifact_json(backends, check, "bom.json")
+    stats = details.get("board_statistics") or {}
+    front = None
+    if "pcb-front.svg" in names and stats.get("origin_mm"):
+        front = {
+            "url": artifact_url(project, check, "pcb-front.svg"),
+            "origin": stats["origin_mm"],
+            "size": [stats.get("width_mm", 0), stats.get("height_mm", 0)],
+            "layer": "front",
+        }
     return {
+        "board_front": front,
         "sheets": [n for n in names if n.startswith("schematic/") and n.endswith(".svg")],
         "boards": [n for n in ("pcb-front.svg", "pcb-back.svg") if n in names],
         "image_3d": "pcb-3d.png" if "pcb-3d.png" in names else None,
@@ -151,7 +171,7 @@ PAGES: dict[str, CheckPage] = {
     "simulation": CheckPage("checks/simulation.html", _simulation),
     "drc": CheckPage("checks/violations.html", _drc_page),
     "erc": CheckPage("checks/violations.html", _erc_page),
-    "render": CheckPage("checks/render.html", _render),
+    "render": CheckPage("checks/render.html", _render, points=True),
     "rtl-structure": CheckPage("checks/rtl_structure.html"),
     "rtl-lint": CheckPage("checks/violations.html", _lint),
 }
@@ -160,3 +180,24 @@ GENERIC = CheckPage("checks/generic.html")
 
 def page_of(kind: str) -> CheckPage:
     return PAGES.get(kind, GENERIC)
+
+
+def points_check(checks: list[Check]) -> Check | None:
+    """The check of a revision whose page shows the board's points (threads anchored there)."""
+    return next((c for c in checks if page_of(c.kind).points), None)
+
+
+# How a kind's entry in a comparison of two revisions is shown (templates/compare/).
+COMPARISONS: dict[str, str] = {
+    "drc": "compare/violations.html",
+    "erc": "compare/violations.html",
+    "rtl-lint": "compare/violations.html",
+    "simulation": "compare/simulation.html",
+    "rtl-structure": "compare/rtl_structure.html",
+    "render": "compare/render.html",
+}
+GENERIC_COMPARISON = "compare/generic.html"
+
+
+def comparison_template(kind: str) -> str:
+    return COMPARISONS.get(kind, GENERIC_COMPARISON)

@@ -1,5 +1,6 @@
 """Server-rendered pages for people: the catalogue, projects, revisions and their files, check
-pages per kind, the upload page, signing in and API tokens. Thin like every router: the
+pages per kind, comparisons, review threads and verdicts, the upload page, signing in and API
+tokens. Thin like every router: the
 service layer decides what is visible; what is interactive talks to /api/v1 from the page."""
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from hwrepo.adapters.db.index import ProjectQuery
-from hwrepo.domain.errors import Forbidden, HwrepoError, Unauthenticated
-from hwrepo.domain.model import ProjectKind, Role, User, utcnow
-from hwrepo.entrypoints.api.check_pages import page_of
+from hwrepo.domain.errors import Forbidden, HwrepoError, Invalid, Unauthenticated
+from hwrepo.domain.model import MAX_REVISION, ProjectKind, Role, User, utcnow
+from hwrepo.domain.reviews import Anchor
+from hwrepo.entrypoints.api.check_pages import comparison_template, page_of, points_check
 from hwrepo.entrypoints.api.deps import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -27,8 +30,9 @@ from hwrepo.entrypoints.api.deps import (
     csrf_ok,
     signed_in,
 )
+from hwrepo.entrypoints.api.routers.compare import parse_spec
 from hwrepo.entrypoints.api.templating import page_context, templates
-from hwrepo.service_layer import checks, users, views
+from hwrepo.service_layer import checks, reviews, users, views
 
 router = APIRouter(include_in_schema=False)
 
@@ -270,9 +274,12 @@ async def revision_page(
     user: UserDep,
 ) -> HTMLResponse:
     found = await run_in_threadpool(checks.list_checks, backends, user, owner, name, number)
+    threads = await run_in_threadpool(views.threads_of, backends, user, found.project, number)
     return render(
         request,
         "revision.html",
+        threads=threads,
+        points_check=points_check(found.checks),
         project=found.project,
         revision=found.revision,
         state=found.state,
@@ -295,7 +302,16 @@ async def file_page(
     user: UserDep,
 ) -> HTMLResponse:
     view = await run_in_threadpool(views.file_view, backends, user, owner, name, number, path)
-    return render(request, "file.html", view=view, project=view.project, revision=view.revision)
+    threads = await run_in_threadpool(views.threads_of, backends, user, view.project, number)
+    return render(
+        request,
+        "file.html",
+        view=view,
+        project=view.project,
+        revision=view.revision,
+        threads=threads,
+        at_lines=threads.on_lines(view.entry.path),
+    )
 
 
 @router.get("/{owner}/{name}/revisions/{number}/checks/{check_id}", response_class=HTMLResponse)
@@ -314,6 +330,7 @@ async def check_page(
     details = await run_in_threadpool(checks.check_details, backends, check)
     shown = page_of(check.kind)
     extra = await run_in_threadpool(shown.context, backends, project, check, details)
+    threads = await run_in_threadpool(views.threads_of, backends, user, project, number)
     base = f"/api/v1/projects/{project.full_name}/revisions/{number}/checks/{check.id}"
     return render(
         request,
@@ -324,5 +341,178 @@ async def check_page(
         details=details,
         api=base,
         server=str(request.base_url).rstrip("/"),
+        threads=threads,
         **extra,
     )
+
+
+# -- comparisons -------------------------------------------------------------------------------
+@router.get("/{owner}/{name}/compare", response_class=HTMLResponse)
+async def compare_chosen(
+    owner: str,
+    name: str,
+    a: Annotated[int, Query(ge=1, le=MAX_REVISION)],
+    b: Annotated[int, Query(ge=1, le=MAX_REVISION)],
+) -> Response:
+    """The project page's form (two revisions picked): the comparison's own URL."""
+    return RedirectResponse(f"/{quote(owner)}/{quote(name)}/compare/{a}...{b}", status_code=303)
+
+
+@router.get("/{owner}/{name}/compare/{spec}", response_class=HTMLResponse)
+async def compare_page(
+    request: Request,
+    owner: str,
+    name: str,
+    spec: Annotated[str, Path(max_length=30)],
+    backends: BackendsDep,
+    user: UserDep,
+) -> HTMLResponse:
+    a, b = parse_spec(spec)
+    view = await run_in_threadpool(views.comparison_view, backends, user, owner, name, a, b)
+    spec = f"{view.a.number}...{view.b.number}"
+    return render(
+        request,
+        "compare.html",
+        view=view,
+        project=view.project,
+        doc=view.document,
+        threads=view.threads,
+        spec=spec,
+        api=f"/api/v1/projects/{view.project.full_name}/compare/{spec}",
+        entry_template=comparison_template,
+    )
+
+
+# -- review threads and verdicts: the pages' forms ---------------------------------------------
+ANCHOR_FIELDS = (
+    "kind",
+    "path",
+    "line_start",
+    "line_end",
+    "check_kind",
+    "check_name",
+    "identity",
+    "test",
+    "x_mm",
+    "y_mm",
+    "layer",
+    "sheet",
+)
+
+
+def _anchor(fields: dict[str, str]) -> Anchor:
+    try:
+        return Anchor.model_validate({k: fields[k] for k in ANCHOR_FIELDS if fields.get(k)})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        at = f"{where}: " if where else ""
+        raise Invalid(f"the thread's anchor: {at}{first['msg']}") from exc
+
+
+def _back(fields: dict[str, str], fallback: str) -> RedirectResponse:
+    """Back to the page the form was on (a path of this site only)."""
+    return RedirectResponse(_local(fields.get("back") or fallback), status_code=303)
+
+
+@router.post("/{owner}/{name}/revisions/{number}/threads")
+async def new_thread(
+    request: Request, owner: str, name: str, number: RevisionNumber, backends: BackendsDep
+) -> Response:
+    me = await _me(request, backends)
+    fields = await _form(request, backends)
+    anchor = _anchor(fields)
+    against = fields.get("compare_with", "")
+    compare_with = int(against) if against.isdigit() and 0 < int(against) <= MAX_REVISION else None
+    thread = await run_in_threadpool(
+        lambda: reviews.create_thread(
+            backends,
+            me,
+            owner,
+            name,
+            number,
+            anchor=anchor,
+            body=fields.get("body", ""),
+            compare_with=compare_with,
+        )
+    )
+    back = _local(fields.get("back") or f"/{owner}/{name}/revisions/{number}")
+    if "#" not in back:
+        back += f"#thread-{thread.id}"
+    return RedirectResponse(back, status_code=303)
+
+
+@router.post("/{owner}/{name}/threads/{thread_id}/comments")
+async def reply(
+    request: Request,
+    owner: str,
+    name: str,
+    thread_id: Annotated[str, Path(max_length=36)],
+    backends: BackendsDep,
+) -> Response:
+    me = await _me(request, backends)
+    fields = await _form(request, backends)
+    await run_in_threadpool(
+        reviews.comment, backends, me, owner, name, thread_id, fields.get("body", "")
+    )
+    return _back(fields, f"/{owner}/{name}")
+
+
+@router.post("/{owner}/{name}/threads/{thread_id}/comments/{comment_id}")
+async def edit_comment(
+    request: Request,
+    owner: str,
+    name: str,
+    thread_id: Annotated[str, Path(max_length=36)],
+    comment_id: Annotated[str, Path(max_length=36)],
+    backends: BackendsDep,
+) -> Response:
+    me = await _me(request, backends)
+    fields = await _form(request, backends)
+    await run_in_threadpool(
+        reviews.edit_comment,
+        backends,
+        me,
+        owner,
+        name,
+        thread_id,
+        comment_id,
+        fields.get("body", ""),
+    )
+    return _back(fields, f"/{owner}/{name}")
+
+
+@router.post("/{owner}/{name}/threads/{thread_id}/resolved")
+async def resolve_thread(
+    request: Request,
+    owner: str,
+    name: str,
+    thread_id: Annotated[str, Path(max_length=36)],
+    backends: BackendsDep,
+) -> Response:
+    me = await _me(request, backends)
+    fields = await _form(request, backends)
+    wanted = fields.get("resolved", "")
+    if wanted not in ("true", "false"):
+        raise Invalid("resolved is true or false", field="resolved")
+    await run_in_threadpool(reviews.resolve, backends, me, owner, name, thread_id, wanted == "true")
+    return _back(fields, f"/{owner}/{name}")
+
+
+@router.post("/{owner}/{name}/revisions/{number}/review")
+async def verdict(
+    request: Request, owner: str, name: str, number: RevisionNumber, backends: BackendsDep
+) -> Response:
+    me = await _me(request, backends)
+    fields = await _form(request, backends)
+    await run_in_threadpool(
+        reviews.give_verdict,
+        backends,
+        me,
+        owner,
+        name,
+        number,
+        fields.get("verdict", ""),
+        fields.get("comment", ""),
+    )
+    return RedirectResponse(f"/{owner}/{name}/revisions/{number}#review-state", status_code=303)

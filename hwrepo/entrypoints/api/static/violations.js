@@ -1,7 +1,9 @@
 // The violation table of a DRC, ERC or lint check (filtered and paged through the API) and,
 // beside it, the board or schematic with every violation drawn at its position. A row's click
 // selects its marker and zooms there; a marker's click selects its row. `#violation-{index}`
-// (the index in the check's full list) opens with that violation selected.
+// (the index in the check's full list) opens with that violation selected. Review threads
+// (rendered by the server, hidden in #violation-threads) are moved under their violation's row;
+// a reviewer's "comment" button shows a copy of the page's new-thread form for that violation.
 "use strict";
 (() => {
   const data = JSON.parse(document.getElementById("violation-data").textContent);
@@ -11,6 +13,10 @@
   const SVG = "http://www.w3.org/2000/svg";
   let page = 1, total = 0, selected = null, panZoom = null, drawing = null;
   const byIndex = Object.fromEntries(data.positions.map((p) => [p.index, p]));
+  const pool = document.getElementById("violation-threads");
+  const threadForm = document.getElementById("new-violation-thread");
+  const discussed = new Set([...pool.querySelectorAll(".thread[data-identity]")].map((t) => t.dataset.identity));
+  const wantedThread = /^#thread-([\w-]+)$/.exec(location.hash);
 
   // -- the table ----------------------------------------------------------------------------
   function query() {
@@ -41,10 +47,31 @@
     tr.addEventListener("click", () => select(v.index, true));
     return tr;
   }
+  // the row's threads (and a reviewer's form) in a row of their own below it
+  function threadsRow(v) {
+    const threads = [...pool.querySelectorAll(".thread")].filter((t) => t.dataset.identity === v.identity);
+    if (!threads.length && !data.can_review) return null;
+    const cell = hwrepo.el("td", { colspan: 4 }, ...threads);
+    if (data.can_review && threadForm) {
+      const button = hwrepo.el("button", { type: "button", class: "start-thread", text: threads.length ? "Comment" : "Comment on this violation" });
+      button.addEventListener("click", () => {
+        const form = threadForm.cloneNode(true);
+        form.removeAttribute("id");
+        form.hidden = false;
+        form.querySelector("input[name=identity]").value = v.identity;
+        form.querySelector("input[name=back]").value = `${location.pathname}#violation-${v.index}`;
+        button.replaceWith(form);
+        form.querySelector("textarea").focus();
+      });
+      cell.append(button);
+    }
+    return hwrepo.el("tr", { class: "thread-row", "data-identity": v.identity, "data-index": v.index }, cell);
+  }
   async function load(wanted) {
     const body = await hwrepo.json(`${data.api}/violations?${query()}`);
     total = body.total;
-    tbody.replaceChildren(...body.items.map(rowOf));
+    pool.append(...tbody.querySelectorAll(".thread")); // keep them for the next page
+    tbody.replaceChildren(...body.items.flatMap((v) => [rowOf(v), threadsRow(v)].filter(Boolean)));
     if (!body.items.length) tbody.append(hwrepo.el("tr", {}, hwrepo.el("td", { colspan: 4, class: "muted", text: "No violations match." })));
     const pages = Math.max(1, Math.ceil(total / PER_PAGE));
     document.getElementById("v-page").textContent = `page ${page} of ${pages} (${total})`;
@@ -52,6 +79,10 @@
     document.getElementById("v-next").disabled = page >= pages;
     if (wanted != null) select(wanted, true);
     else if (selected != null) mark(selected);
+    if (wantedThread) {
+      const shown = document.getElementById(`thread-${wantedThread[1]}`);
+      if (shown && tbody.contains(shown)) shown.scrollIntoView({ block: "center" });
+    }
   }
   document.getElementById("v-prev").addEventListener("click", () => { page--; load(); });
   document.getElementById("v-next").addEventListener("click", () => { page++; load(); });
@@ -105,10 +136,10 @@
         if (sheet !== drawing.key) continue;
         const c = document.createElementNS(SVG, "circle");
         c.setAttribute("cx", x + dx); c.setAttribute("cy", y + dy); c.setAttribute("r", radius);
-        c.setAttribute("class", `marker sev-${p.severity}`);
+        c.setAttribute("class", `marker sev-${p.severity}${discussed.has(p.identity) ? " has-thread" : ""}`);
         c.dataset.index = p.index;
         const title = document.createElementNS(SVG, "title");
-        title.textContent = `violation ${p.index}`;
+        title.textContent = `violation ${p.index}${discussed.has(p.identity) ? " (review thread)" : ""}`;
         c.append(title);
         c.addEventListener("click", (e) => { e.stopPropagation(); select(p.index, false); });
         layer.append(c);
@@ -143,8 +174,12 @@
   });
   const hash = /^#violation-(\d+)$/.exec(location.hash);
   const start = board && data.drawings.length ? show(data.drawings[0].key) : Promise.resolve();
+  // `#thread-{id}` opens the page holding that thread's violation
+  const threadOf = wantedThread && document.getElementById(`thread-${wantedThread[1]}`);
+  const about = threadOf && data.positions.find((p) => p.identity === threadOf.dataset.identity);
   start.then(() => {
     if (hash) { const i = +hash[1]; page = Math.floor(i / PER_PAGE) + 1; return load(i); }
+    if (about) { page = Math.floor(about.index / PER_PAGE) + 1; return load(about.index); }
     return load();
   });
 })();
