@@ -2,9 +2,11 @@
 process and a real worker: upload through the page and land on the revision; checks turn from
 queued to passed without a reload (the event stream); the waveform cursor reads the values the
 FST holds (read here with pywellen); a DRC row selects its marker on the board and a marker its
-row; signed out, a private project's pages are the 404 page. A screenshot of every main page is
-kept under the directory the tests print (HWREPO_TEST_ARTIFACTS, default
-/tmp/hwrepo-test-artifacts)."""
+row; signed out, a private project's pages are the 404 page; the comparison of two KiCad
+revisions shows both renders, their difference and the new and resolved violations; a review
+comment on a violation row appears under it (and on the next revision's page, following the
+violation); an approval changes the review state. A screenshot of every main page is kept
+under the directory the tests print (HWREPO_TEST_ARTIFACTS, default /tmp/hwrepo-test-artifacts)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from hwrepo.entrypoints import embedded
 from hwrepo.service_layer import users
 from hwrepo.service_layer.backends import Backends
 from tests.integration.helpers import cli_env
+from tests.integration.test_comparisons import board_revision_two
 from tests.integration.test_pipeline import SIM_CACHE
 from tests.pipeline import pipeline_stack, running_worker
 
@@ -367,3 +370,129 @@ def test_violation_rows_and_markers_and_private_pages(
     shoot(outsider, shots, "login")
     page.goto(f"{site.url}/bob/secret")
     assert "bob/secret" in (page.text_content("h1") or "")
+
+
+def _checks_done(site: Site, token: str, project: str, number: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 300
+    while True:
+        url = f"/api/v1/projects/{project}/revisions/{number}/checks"
+        body = site.api("GET", url, token).json()
+        if body["planned"] and body["checks_state"] != "pending":
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.5)
+
+
+def test_the_comparison_page_and_review_threads_in_place(
+    site: Site, browser: Any, shots: Path, tmp_path: Path
+) -> None:
+    for name in ("carol", "dave"):
+        users.create_user(site.backends, name)
+        users.set_password(site.backends, name, PASSWORD)
+    token = users.create_token(site.backends, "carol")
+    spec = {"name": "board", "kind": "hardware", "licence": "MIT"}
+    made = site.api("POST", "/api/v1/projects", token, json=spec)
+    assert made.status_code == 201, made.text
+    project = "carol/board"
+    site.api("PUT", f"/api/v1/projects/{project}/members/dave", token, json={"role": "reviewer"})
+    site.api("PATCH", f"/api/v1/projects/{project}", token, json={"required_approvals": 1})
+    with running_worker(site.settings, concurrency=2):
+        for design in ("kicad-violations", str(board_revision_two(tmp_path))):
+            sent = site.api(
+                "POST",
+                f"/api/v1/projects/{project}/revisions",
+                token,
+                files=[("archive", ("board.zip", zipped(design)))],
+            )
+            assert sent.status_code == 201, sent.text
+            _checks_done(site, token, project, sent.json()["number"])
+    drc_ids = [
+        next(c["id"] for c in _checks_done(site, token, project, n)["checks"] if c["kind"] == "drc")
+        for n in (1, 2)
+    ]
+
+    page = signed_in_page(browser, site, "dave")
+    # from the revision page to its comparison with the parent
+    page.goto(f"{site.url}/{project}/revisions/2")
+    page.click("#compare-parent")
+    page.wait_for_url(f"{site.url}/{project}/compare/1...2")
+    drc = page.locator(".pair[data-kind=drc]")
+    new = drc.locator("table.new tr.compared-violation")
+    resolved = drc.locator("table.resolved tr.compared-violation")
+    assert new.count() == 1 and "silk_overlap" in (new.first.text_content() or "")
+    assert resolved.count() == 1 and "clearance" in (resolved.first.text_content() or "")
+    render = page.locator(".pair[data-kind=render]")
+    assert "R2" in (render.locator("tr.bom-changed").text_content() or "")
+    assert "2k2" in (render.locator("tr.bom-changed").text_content() or "")
+    front = render.locator(".view-compared[data-view='pcb-front.svg']")
+    # both renders and the difference picture, each drawn by the browser
+    for image in ("img.render-a", "img.render-b", "img.difference"):
+        element = front.locator(image)
+        element.scroll_into_view_if_needed()
+        deadline = time.monotonic() + 30
+        while not element.evaluate("i => i.complete && i.naturalWidth > 0"):
+            assert time.monotonic() < deadline, f"{image} was not drawn"
+            time.sleep(0.2)
+    difference = front.locator("img.difference").get_attribute("src") or ""
+    assert f"/api/v1/projects/{project}/compare/1...2/artifacts/" in difference
+    front.locator(".overlay-slider").fill("20")
+    clip = front.locator(".overlay img.over").evaluate("i => i.style.clipPath")
+    assert "20%" in clip
+    # a changed text file's diff, on request
+    row = page.locator("tr.file-changed[data-path='violations.kicad_pro']")
+    row.locator("button.show-diff").click()
+    wait_until(page, "document.querySelector('pre.diff .add') !== null")
+    added = page.locator("pre.diff .add").all_text_contents()
+    assert any('"clearance": 0.05,' in line for line in added)
+    shoot(page, shots, "compare")
+
+    # a comment on a violation row of revision 1 appears in place, under the row and at its marker
+    violations = site.api(
+        "GET", f"/api/v1/projects/{project}/revisions/1/checks/{drc_ids[0]}/violations", token
+    ).json()["items"]
+    kept = next(v for v in violations if v["type"] == "unconnected_items")
+    page.goto(f"{site.url}/{project}/revisions/1/checks/{drc_ids[0]}")
+    thread_row = page.locator(f"tr.thread-row[data-identity='{kept['identity']}']")
+    thread_row.locator("button.start-thread").click()
+    thread_row.locator("form.new-thread textarea").fill("Is D1 meant to be **unconnected**?")
+    thread_row.locator("form.new-thread button").click()
+    page.wait_for_url(f"**/checks/{drc_ids[0]}#violation-{kept['index']}")
+    placed = page.locator(f"tr.thread-row[data-identity='{kept['identity']}'] .thread")
+    placed.wait_for()
+    assert placed.locator(".comment-body strong").text_content() == "unconnected"
+    above = placed.evaluate("t => t.closest('tr').previousElementSibling.id")
+    assert above == f"violation-{kept['index']}"
+    assert page.locator(f"circle.marker.has-thread[data-index='{kept['index']}']").count() >= 1
+    shoot(page, shots, "check-drc-thread")
+    # ... and on revision 2's check page, since the violation is still there
+    page.goto(f"{site.url}/{project}/revisions/2/checks/{drc_ids[1]}")
+    followed = page.locator(f"tr.thread-row[data-identity='{kept['identity']}'] .thread")
+    followed.wait_for()
+    assert "begun on revision 1" in (followed.locator(".thread-head").text_content() or "")
+    # a reply there stays in the thread
+    followed.locator("form.reply textarea").fill("Yes: it is the test of unconnected items.")
+    followed.locator("form.reply button").click()
+    page.wait_for_load_state("load")
+    again = page.locator(f"tr.thread-row[data-identity='{kept['identity']}'] .thread .comment")
+    wait_until(page, "document.querySelectorAll('tr.thread-row .thread .comment').length === 2")
+    assert "unconnected items" in (again.nth(1).text_content() or "")
+
+    # an approval changes the revision page's review state
+    page.goto(f"{site.url}/{project}/revisions/2")
+    assert page.text_content("#review-badge") == "pending"
+    assert "0 of 1" in (page.text_content("#approvals") or "")
+    page.click("#approve")
+    page.wait_for_url(f"{site.url}/{project}/revisions/2#review-state")
+    assert page.text_content("#review-badge") == "approved"
+    assert "1 of 1" in (page.text_content("#approvals") or "")
+    assert "approved by dave" in (page.text_content("#review-state") or "")
+    shoot(page, shots, "revision-review")
+    assert page.errors == []
+
+    # signed out: the threads are readable, no form is offered
+    outsider = browser.new_page()
+    outsider.goto(f"{site.url}/{project}/revisions/2/checks/{drc_ids[1]}")
+    outsider.locator("tr.thread-row .thread").wait_for()
+    assert outsider.locator("form.new-thread, form.reply, button.start-thread").count() == 0
+    outsider.goto(f"{site.url}/{project}/revisions/2")
+    assert outsider.locator("#verdict-form").count() == 0
