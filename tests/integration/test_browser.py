@@ -452,8 +452,8 @@ def test_the_comparison_page_and_review_threads_in_place(
     ).json()["items"]
     kept = next(v for v in violations if v["type"] == "unconnected_items")
     page.goto(f"{site.url}/{project}/revisions/1/checks/{drc_ids[0]}")
+    page.click(f"#violation-{kept['index']} button.start-thread")
     thread_row = page.locator(f"tr.thread-row[data-identity='{kept['identity']}']")
-    thread_row.locator("button.start-thread").click()
     thread_row.locator("form.new-thread textarea").fill("Is D1 meant to be **unconnected**?")
     thread_row.locator("form.new-thread button").click()
     page.wait_for_url(f"**/checks/{drc_ids[0]}#violation-{kept['index']}")

@@ -42,30 +42,39 @@
     if (data.show) {
       desc.append(hwrepo.el("div", { class: "copy muted" }, "open in KiCad: ", hwrepo.el("code", { text: `${data.show} ${v.index}` })));
     }
+    if (data.can_review && threadForm) desc.append(startButton(v, tr));
     tr.append(hwrepo.el("td", { text: v.index }), hwrepo.el("td", { class: `sev-${v.severity}`, text: v.severity }),
       hwrepo.el("td", { text: v.type }), desc);
     tr.addEventListener("click", () => select(v.index, true));
     return tr;
   }
-  // the row's threads (and a reviewer's form) in a row of their own below it
+  // the row's threads in a row of their own below it; a reviewer's button on the violation's
+  // row puts a new-thread form there
   function threadsRow(v) {
     const threads = [...pool.querySelectorAll(".thread")].filter((t) => t.dataset.identity === v.identity);
-    if (!threads.length && !data.can_review) return null;
-    const cell = hwrepo.el("td", { colspan: 4 }, ...threads);
-    if (data.can_review && threadForm) {
-      const button = hwrepo.el("button", { type: "button", class: "start-thread", text: threads.length ? "Comment" : "Comment on this violation" });
-      button.addEventListener("click", () => {
-        const form = threadForm.cloneNode(true);
-        form.removeAttribute("id");
-        form.hidden = false;
-        form.querySelector("input[name=identity]").value = v.identity;
-        form.querySelector("input[name=back]").value = `${location.pathname}#violation-${v.index}`;
-        button.replaceWith(form);
-        form.querySelector("textarea").focus();
-      });
-      cell.append(button);
-    }
-    return hwrepo.el("tr", { class: "thread-row", "data-identity": v.identity, "data-index": v.index }, cell);
+    if (!threads.length) return null;
+    return hwrepo.el("tr", { class: "thread-row", "data-identity": v.identity, "data-index": v.index },
+      hwrepo.el("td", { colspan: 4 }, ...threads));
+  }
+  function startButton(v, tr) {
+    const button = hwrepo.el("button", { type: "button", class: "start-thread", text: "Comment" });
+    button.addEventListener("click", (e) => {
+      e.stopPropagation();
+      let below = tr.nextElementSibling;
+      if (!below || !below.classList.contains("thread-row")) {
+        below = hwrepo.el("tr", { class: "thread-row", "data-identity": v.identity, "data-index": v.index }, hwrepo.el("td", { colspan: 4 }));
+        tr.after(below);
+      }
+      const form = threadForm.cloneNode(true);
+      form.removeAttribute("id");
+      form.hidden = false;
+      form.querySelector("input[name=identity]").value = v.identity;
+      form.querySelector("input[name=back]").value = `${location.pathname}#violation-${v.index}`;
+      below.firstElementChild.append(form);
+      button.remove();
+      form.querySelector("textarea").focus();
+    });
+    return button;
   }
   async function load(wanted) {
     const body = await hwrepo.json(`${data.api}/violations?${query()}`);
