@@ -477,6 +477,28 @@ def test_the_comparison_page_and_review_threads_in_place(
     wait_until(page, "document.querySelectorAll('tr.thread-row .thread .comment').length === 2")
     assert "unconnected items" in (again.nth(1).text_content() or "")
 
+    # a click on the board begins a thread at that point, drawn there afterwards
+    render_id = next(
+        c["id"] for c in _checks_done(site, token, project, 2)["checks"] if c["kind"] == "render"
+    )
+    page.goto(f"{site.url}/{project}/revisions/2/checks/{render_id}")
+    page.wait_for_selector("#point-board[data-ready=true]")
+    image = page.locator("#point-image")
+    box = image.bounding_box()
+    image.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
+    x_mm, y_mm = float(page.input_value("#point-x")), float(page.input_value("#point-y"))
+    stats = site.api("GET", f"/api/v1/projects/{project}/revisions/2/checks/{render_id}", token)
+    board = stats.json()["details"]["board_statistics"]
+    # the board's middle, in KiCad's millimetres
+    assert abs(x_mm - (board["origin_mm"][0] + board["width_mm"] / 2)) < 1.0
+    assert abs(y_mm - (board["origin_mm"][1] + board["height_mm"] / 2)) < 1.0
+    page.fill("#new-point-thread textarea", "Room for a mounting hole here?")
+    page.click("#new-point-thread button")
+    page.wait_for_selector("#point-board[data-ready=true]")
+    assert "mounting hole" in (page.text_content("#point-threads") or "")
+    assert page.locator("#point-board .point-marker").count() == 1
+    shoot(page, shots, "check-render-thread")
+
     # an approval changes the revision page's review state
     page.goto(f"{site.url}/{project}/revisions/2")
     assert page.text_content("#review-badge") == "pending"

@@ -410,6 +410,15 @@ def _anchor(fields: dict[str, str]) -> Anchor:
         raise Invalid(f"the thread's anchor: {at}{first['msg']}") from exc
 
 
+ThreadId = Annotated[str, Path(max_length=36)]
+
+
+async def _posted(request: Request, backends: BackendsDep) -> tuple[User, dict[str, str]]:
+    """The signed-in user and the fields of a review form (its CSRF token checked)."""
+    me = await _me(request, backends)
+    return me, await _form(request, backends)
+
+
 def _back(fields: dict[str, str], fallback: str) -> RedirectResponse:
     """Back to the page the form was on (a path of this site only)."""
     return RedirectResponse(_local(fields.get("back") or fallback), status_code=303)
@@ -419,8 +428,7 @@ def _back(fields: dict[str, str], fallback: str) -> RedirectResponse:
 async def new_thread(
     request: Request, owner: str, name: str, number: RevisionNumber, backends: BackendsDep
 ) -> Response:
-    me = await _me(request, backends)
-    fields = await _form(request, backends)
+    me, fields = await _posted(request, backends)
     anchor = _anchor(fields)
     against = fields.get("compare_with", "")
     compare_with = int(against) if against.isdigit() and 0 < int(against) <= MAX_REVISION else None
@@ -447,11 +455,10 @@ async def reply(
     request: Request,
     owner: str,
     name: str,
-    thread_id: Annotated[str, Path(max_length=36)],
+    thread_id: ThreadId,
     backends: BackendsDep,
 ) -> Response:
-    me = await _me(request, backends)
-    fields = await _form(request, backends)
+    me, fields = await _posted(request, backends)
     await run_in_threadpool(
         reviews.comment, backends, me, owner, name, thread_id, fields.get("body", "")
     )
@@ -463,12 +470,11 @@ async def edit_comment(
     request: Request,
     owner: str,
     name: str,
-    thread_id: Annotated[str, Path(max_length=36)],
-    comment_id: Annotated[str, Path(max_length=36)],
+    thread_id: ThreadId,
+    comment_id: ThreadId,
     backends: BackendsDep,
 ) -> Response:
-    me = await _me(request, backends)
-    fields = await _form(request, backends)
+    me, fields = await _posted(request, backends)
     await run_in_threadpool(
         reviews.edit_comment,
         backends,
@@ -487,11 +493,10 @@ async def resolve_thread(
     request: Request,
     owner: str,
     name: str,
-    thread_id: Annotated[str, Path(max_length=36)],
+    thread_id: ThreadId,
     backends: BackendsDep,
 ) -> Response:
-    me = await _me(request, backends)
-    fields = await _form(request, backends)
+    me, fields = await _posted(request, backends)
     wanted = fields.get("resolved", "")
     if wanted not in ("true", "false"):
         raise Invalid("resolved is true or false", field="resolved")
@@ -503,8 +508,7 @@ async def resolve_thread(
 async def verdict(
     request: Request, owner: str, name: str, number: RevisionNumber, backends: BackendsDep
 ) -> Response:
-    me = await _me(request, backends)
-    fields = await _form(request, backends)
+    me, fields = await _posted(request, backends)
     await run_in_threadpool(
         reviews.give_verdict,
         backends,
