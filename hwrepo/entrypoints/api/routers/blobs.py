@@ -84,7 +84,14 @@ class _Body:
         return out
 
 
-@router.put("/blobs/{sha256}", status_code=201)
+@router.put(
+    "/blobs/{sha256}",
+    status_code=201,
+    responses={
+        201: {"description": "stored: the bytes were the blob"},
+        200: {"description": "the bucket had the blob already"},
+    },
+)
 async def put_blob(
     owner: str,
     name: str,
