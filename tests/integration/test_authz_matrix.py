@@ -59,7 +59,9 @@ class Need(Enum):
 
     ANYONE = "anyone, signed in or not, whatever the project"
     SIGNED_IN = "any user with a token (not about one project)"
-    PAGE = "nothing: an HTML page shows what an anonymous visitor sees"
+    SIGN_IN_PAGE = "a page for a signed-in user: anyone else is sent to /login (303)"
+    BROWSER_FORM = "a browser's form: without its session and CSRF token refused (403)"
+    SESSION_FORM = "a signed-in browser's form: without a browser session 401"
     READ = "read access to the project (public, or a role in it)"
     REVIEWER = "the reviewer role or higher"
     MAINTAINER = "the maintainer role or higher"
@@ -84,7 +86,13 @@ RULES = [
     Rule("GET", r"/|/api/v1/projects", Need.ANYONE),
     Rule("POST", r"/api/v1/projects", Need.SIGNED_IN),
     Rule(".*", r"/api/v1/user(/.*)?", Need.SIGNED_IN),
-    Rule("GET", r"/\{owner\}/\{name\}(/.*)?", Need.PAGE),
+    Rule("GET", r"/login", Need.ANYONE),
+    Rule("GET", r"/settings/tokens|/upload", Need.SIGN_IN_PAGE),
+    # Registration is off unless the site turns it on: the page and its form refuse everyone.
+    Rule("GET|POST", r"/register|/login|/logout", Need.BROWSER_FORM),
+    Rule("POST", r"/settings/tokens(/\{token_id\}/revoke)?", Need.SESSION_FORM),
+    # The pages of a project show what its API shows the same caller.
+    Rule("GET", r"/\{owner\}/\{name\}(/.*)?", Need.READ),
     Rule("GET", r"PROJECT(/.*)?", Need.READ),
     Rule("DELETE", r"PROJECT", Need.OWNER),
     Rule("PUT|DELETE", r"PROJECT/members/\{member\}", Need.OWNER),
@@ -148,14 +156,18 @@ def expected(need: Need, role: Role, private: bool, method: str, template: str) 
     """The status the rules give, or ALLOWED (one of the operation's documented successes)."""
     if need is Need.ANYONE:
         return ALLOWED
+    if need is Need.BROWSER_FORM:
+        return 403
+    if need is Need.SESSION_FORM:
+        return 401
+    if need is Need.SIGN_IN_PAGE:
+        return 303 if role.rank < 0 else ALLOWED
     if method not in SAFE and role.scope == "read":
         return 403
     if method not in SAFE and role.scope == "checks" and "/checks/external" not in template:
         return 403
     if need is Need.SIGNED_IN:
         return 401 if role.rank < 0 else ALLOWED
-    if need is Need.PAGE:
-        return 404 if private else ALLOWED
     if private and not role.member:
         return 404
     if need is Need.READ:
@@ -198,8 +210,8 @@ def endpoints(tmp_path: Path, spec: dict[str, Any] | None = None) -> list[tuple[
     ]
     documented = {path for path in spec["paths"]}
     for route in _routes(app.routes):
-        if route.path not in documented and "GET" in (route.methods or ()):
-            found.append(("GET", route.path, None))
+        if route.path not in documented:
+            found += [(m, route.path, None) for m in sorted(route.methods or ()) if m != "HEAD"]
     return found
 
 
@@ -292,6 +304,14 @@ def _bodies(n: int, world: World, project: str) -> dict[tuple[str, str], dict[st
             "json": {"verdict": "request_changes", "comment": "matrix"}
         },
         ("POST", "/api/v1/user/tokens"): {"json": {"name": f"matrix-{n}"}},
+        ("GET", PROJECT + "/revisions/{number}/checks/{check_id}/waveform/changes"): {
+            "params": {"signal": world.params[project]["signal"], "end": 10}
+        },
+        ("POST", "/login"): {"data": {"user": "olive", "password": "x"}},
+        ("POST", "/register"): {"data": {"user": f"new{n}", "password": "p", "password2": "p"}},
+        ("POST", "/logout"): {"data": {}},
+        ("POST", "/settings/tokens"): {"data": {"name": f"form-{n}"}},
+        ("POST", "/settings/tokens/{token_id}/revoke"): {"data": {}},
     }
 
 
@@ -312,7 +332,7 @@ def _fresh(world: World, method: str, template: str, project: str, role: Role) -
     if method == "DELETE" and template.endswith("/waivers/{waiver_id}"):
         waiver = world.ok("POST", f"{owner_path}/waivers", json={"type": "x", "reason": "r"})
         return {"waiver_id": waiver["id"]}
-    if method == "DELETE" and template.endswith("/tokens/{token_id}"):
+    if template.endswith(("/tokens/{token_id}", "/{token_id}/revoke")):
         actor = world.actors[role.label]
         if actor is None:
             return {"token_id": "0" * 32}
@@ -353,6 +373,13 @@ def _wait_for_comparison(world: World, project: str) -> dict[str, Any]:
     raise AssertionError(f"no comparison with difference pictures for {project}: {r.text}")
 
 
+def _first_signal(found: dict[str, Any]) -> str:
+    signals = found.get("signals") or []
+    assert signals, found
+    first = signals[0]
+    return str(first.get("name") or first.get("full_name")) if isinstance(first, dict) else first
+
+
 def _prepare(world: World, project: str) -> None:
     """Revisions 1 and 2 checked, and a value for every path parameter."""
     headers = world.owner.headers
@@ -389,6 +416,12 @@ def _prepare(world: World, project: str) -> None:
     )
     world.ok("PUT", f"/api/v1/projects/{project}/blobs/{sha256(BLOB)}", content=BLOB)
     render = _wait_for_comparison(world, project)
+    waves = world.http.get(
+        f"/api/v1/projects/{project}/revisions/2/checks/{by_kind['simulation']['id']}"
+        "/waveform/signals",
+        headers=headers,
+    )
+    assert waves.status_code == 200, waves.text
     owner, name = project.split("/")
     world.params[project] = {
         "owner": owner,
@@ -407,6 +440,7 @@ def _prepare(world: World, project: str) -> None:
         "sha256": sha256(BLOB),
         "external_id": external["id"],
         "drc_id": by_kind["drc"]["id"],
+        "signal": _first_signal(waves.json()),
     }
 
 
@@ -490,6 +524,7 @@ def test_every_endpoint_role_and_visibility(world: World, tmp_path: Path) -> Non
     assert len(found) >= 50
     assert any(ep.stream for ep in found), "the event stream is not in the document"
     assert any(ep.template == "/{owner}/{name}" for ep in found), "the project page is missing"
+    assert any(ep.method == "POST" and ep.template == "/login" for ep in found), "forms missing"
     failures: list[str] = []
     tried = 0
     for ep, private, role in itertools.product(found, (False, True), ROLES):
