@@ -117,6 +117,11 @@ def test_the_document_shows_the_upload_body_and_problem_errors(api: TestClient) 
             for status, response in operation["responses"].items():
                 if status == "default" or status.startswith(("4", "5")):
                     assert set(response["content"]) == {PROBLEM_JSON}, (method, path, status)
+    revision = "/api/v1/projects/{owner}/{name}/revisions/{number}"
+    archive = spec["paths"][revision + "/archive.zip"]["get"]["responses"]["200"]
+    assert set(archive["content"]) == {"application/zip"}
+    download = spec["paths"][revision + "/files/{path}"]["get"]["responses"]
+    assert set(download["200"]["content"]) == {"*/*"} and {"304", "307"} <= set(download)
     blob = spec["paths"]["/api/v1/projects/{owner}/{name}/blobs/{sha256}"]["put"]
     assert "content-length" not in {p["name"].lower() for p in blob.get("parameters", [])}
     assert set(blob["responses"]) >= {"200", "201"}
