@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 
 from hwrepo.config import Settings
@@ -55,7 +58,7 @@ def running_worker(settings: Settings, **options: Any) -> Iterator[Worker]:
         thread.join(60)
 
 
-def new_project(client: TestClient, headers: dict[str, str], name: str, **extra: Any) -> str:
+def new_project(client: httpx.Client, headers: dict[str, str], name: str, **extra: Any) -> str:
     """Create a hardware project of the token's user; its full name."""
     r = client.post(
         "/api/v1/projects",
@@ -67,7 +70,7 @@ def new_project(client: TestClient, headers: dict[str, str], name: str, **extra:
 
 
 def upload_dir(
-    client: TestClient,
+    client: httpx.Client,
     headers: dict[str, str],
     project: str,
     root: Path,
@@ -91,13 +94,17 @@ def upload_dir(
 
 
 def wait_for_checks(
-    client: TestClient, project: str, number: int, timeout_s: float = 300
+    client: httpx.Client,
+    project: str,
+    number: int,
+    timeout_s: float = 300,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Poll the checks of a revision until its state is no longer pending."""
     deadline = time.monotonic() + timeout_s
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        r = client.get(f"/api/v1/projects/{project}/revisions/{number}/checks")
+        r = client.get(f"/api/v1/projects/{project}/revisions/{number}/checks", headers=headers)
         assert r.status_code == 200, r.text
         body = r.json()
         if body["state"] != "pending":
@@ -137,3 +144,31 @@ def pipeline_stack(
         with TestClient(create_app(own, backends)) as client:
             yield own, backends, client
         backends.close()
+
+
+@contextmanager
+def api_process(settings: Settings, data_dir: Path, log: Path) -> Iterator[str]:
+    """`hwrepo api` as a process of its own (uvicorn) on the servers, bucket and database of
+    `settings`; its base URL once it answers."""
+    from hwrepo.entrypoints import embedded
+    from tests.integration.helpers import cli_env
+
+    (port,) = embedded.free_ports(1)
+    env = cli_env(settings, data_dir)
+    env.update(HWREPO_API_PORT=str(port))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hwrepo.entrypoints.cli", "api"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not embedded.answers(port):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 
@@ -18,6 +17,7 @@ from fastapi.testclient import TestClient
 from hwrepo.config import UploadLimits
 from hwrepo.service_layer.backends import Backends
 from tests.conftest import Actor
+from tests.hostile import dup_zip, good, tar_member
 from tests.integration.helpers import (
     API,
     assert_problem,
@@ -27,7 +27,6 @@ from tests.integration.helpers import (
     make_tar,
     make_zip,
     revision_total,
-    tar_special,
     upload,
     uploaded,
     zip_symlink,
@@ -162,25 +161,9 @@ class Attack:
     words: list[str] = field(default_factory=list)  # in the problem's detail
 
 
-def _good(label: str) -> tuple[str, bytes]:
-    """A harmless member ahead of the hostile one: it must not be stored either."""
-    return f"good-{label}.txt", content(f"good {label}", 700)
-
-
 def _hex(label: str, size: int) -> bytes:
     """Text that compresses about two to one: far from max_ratio, yet smaller zipped."""
     return content(label, size // 2).hex().encode()
-
-
-def _dup_zip(members: list[tuple[str, bytes]]) -> bytes:
-    """A zip that holds one name twice (zipfile warns, and writes it all the same)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return make_zip(members)
-
-
-def _tar_member(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, bytes]:
-    return tar_special(name, kind, linkname=linkname), b""
 
 
 def _run_attacks(api: TestClient, backends: Backends, alice: Actor, attacks: list[Attack]) -> None:
@@ -217,43 +200,43 @@ def test_hostile_archive_members_are_rejected_and_nothing_is_stored(
     attacks = [
         Attack(
             "zip traversal",
-            archives=[("a.zip", make_zip([_good("1"), ("../evil", b"x")]))],
+            archives=[("a.zip", make_zip([good("1"), ("../evil", b"x")]))],
             entry="../evil",
             words=["'..' segment"],
         ),
         Attack(
             "tar traversal",
-            archives=[("a.tar", make_tar([_good("2"), ("ok/../../evil", b"x")]))],
+            archives=[("a.tar", make_tar([good("2"), ("ok/../../evil", b"x")]))],
             entry="ok/../../evil",
             words=["'..' segment"],
         ),
         Attack(
             "tar.gz traversal",
-            archives=[("a.tgz", make_tar([_good("3"), ("..\\evil", b"x")], gz=True))],
+            archives=[("a.tgz", make_tar([good("3"), ("..\\evil", b"x")], gz=True))],
             entry="..\\evil",
         ),
         Attack(
             "zip absolute path",
-            archives=[("a.zip", make_zip([_good("4"), ("/etc/passwd", b"x")]))],
+            archives=[("a.zip", make_zip([good("4"), ("/etc/passwd", b"x")]))],
             entry="/etc/passwd",
             words=["absolute"],
         ),
         Attack(
             "tar absolute path",
-            archives=[("a.tar", make_tar([_good("5"), ("/etc/passwd", b"x")]))],
+            archives=[("a.tar", make_tar([good("5"), ("/etc/passwd", b"x")]))],
             entry="/etc/passwd",
             words=["absolute"],
         ),
         Attack(
             "zip symlink",
-            archives=[("a.zip", make_zip([_good("6"), zip_symlink("link", "/etc/passwd")]))],
+            archives=[("a.zip", make_zip([good("6"), zip_symlink("link", "/etc/passwd")]))],
             entry="link",
             words=["symbolic links"],
         ),
         Attack(
             "tar symlink",
             archives=[
-                ("a.tar", make_tar([_good("7"), _tar_member("link", tarfile.SYMTYPE, "/etc")]))
+                ("a.tar", make_tar([good("7"), tar_member("link", tarfile.SYMTYPE, "/etc")]))
             ],
             entry="link",
             words=["symbolic links"],
@@ -263,7 +246,7 @@ def test_hostile_archive_members_are_rejected_and_nothing_is_stored(
             archives=[
                 (
                     "a.tar",
-                    make_tar([_good("8"), _tar_member("hard", tarfile.LNKTYPE, "good-8.txt")]),
+                    make_tar([good("8"), tar_member("hard", tarfile.LNKTYPE, "good-8.txt")]),
                 )
             ],
             entry="hard",
@@ -274,7 +257,7 @@ def test_hostile_archive_members_are_rejected_and_nothing_is_stored(
             archives=[
                 (
                     "a.tar.gz",
-                    make_tar([_good("9"), _tar_member("dev/null", tarfile.CHRTYPE)], gz=True),
+                    make_tar([good("9"), tar_member("dev/null", tarfile.CHRTYPE)], gz=True),
                 )
             ],
             entry="dev/null",
@@ -282,13 +265,13 @@ def test_hostile_archive_members_are_rejected_and_nothing_is_stored(
         ),
         Attack(
             "tar fifo",
-            archives=[("a.tar", make_tar([_good("10"), _tar_member("pipe", tarfile.FIFOTYPE)]))],
+            archives=[("a.tar", make_tar([good("10"), tar_member("pipe", tarfile.FIFOTYPE)]))],
             entry="pipe",
             words=["FIFO"],
         ),
         Attack(
             "reserved top-level name",
-            archives=[("a.zip", make_zip([_good("11"), (".hwrepo/config", b"x")]))],
+            archives=[("a.zip", make_zip([good("11"), (".hwrepo/config", b"x")]))],
             entry=".hwrepo/config",
             words=["reserved"],
         ),
@@ -305,7 +288,7 @@ def test_hostile_archive_members_are_rejected_and_nothing_is_stored(
         ),
         Attack(
             "truncated zip",
-            archives=[("cut.zip", make_zip([_good("12"), ("b.txt", content("b", 5000))])[:-200])],
+            archives=[("cut.zip", make_zip([good("12"), ("b.txt", content("b", 5000))])[:-200])],
             entry="cut.zip",
         ),
     ]
@@ -315,12 +298,12 @@ def test_hostile_archive_members_are_rejected_and_nothing_is_stored(
 def test_ambiguous_and_deceptive_archives_are_rejected_and_nothing_is_stored(
     api: TestClient, backends: Backends, alice: Actor
 ) -> None:
-    tarred = make_tar([_good("t1"), ("rtl/top.v", b"module top; endmodule\n")])
-    gz_inner = make_tar([_good("t2"), ("a.txt", b"a")])
+    tarred = make_tar([good("t1"), ("rtl/top.v", b"module top; endmodule\n")])
+    gz_inner = make_tar([good("t2"), ("a.txt", b"a")])
     attacks = [
         Attack(
             "a zip holding one name twice",
-            archives=[("dup.zip", _dup_zip([_good("d1"), ("top.v", b"one"), ("top.v", b"two")]))],
+            archives=[("dup.zip", dup_zip([good("d1"), ("top.v", b"one"), ("top.v", b"two")]))],
             entry="top.v",
             words=["two members of this name"],
         ),
@@ -332,13 +315,13 @@ def test_ambiguous_and_deceptive_archives_are_rejected_and_nothing_is_stored(
         ),
         Attack(
             "a right-to-left override in a zip member's name",
-            archives=[("rlo.zip", make_zip([_good("r1"), ("evil\u202etxt.exe", b"x")]))],
+            archives=[("rlo.zip", make_zip([good("r1"), ("evil\u202etxt.exe", b"x")]))],
             entry="evil\u202etxt.exe",
             words=["U+202E", "RIGHT-TO-LEFT OVERRIDE", "look like another"],
         ),
         Attack(
             "a zero-width space in a tar member's name",
-            archives=[("zw.tar", make_tar([_good("r2"), ("rtl/top\u200b.v", b"x")]))],
+            archives=[("zw.tar", make_tar([good("r2"), ("rtl/top\u200b.v", b"x")]))],
             entry="rtl/top\u200b.v",
             words=["U+200B", "ZERO WIDTH SPACE"],
         ),
@@ -377,17 +360,17 @@ def test_uploads_over_the_limits_are_rejected_and_nothing_is_stored(
     api: TestClient, backends: Backends, alice: Actor
 ) -> None:
     zeros = bytes(60 * KIB)  # below max_file_size, but compresses about 500 times
-    many = [_good("m"), *((f"f{i:02}.txt", f"{i}".encode()) for i in range(12))]
+    many = [good("m"), *((f"f{i:02}.txt", f"{i}".encode()) for i in range(12))]
     attacks = [
         Attack(
             "zip bomb",
-            archives=[("bomb.zip", make_zip([_good("z"), ("zeros.bin", zeros)]))],
+            archives=[("bomb.zip", make_zip([good("z"), ("zeros.bin", zeros)]))],
             entry="bomb.zip",
             words=["compression bomb", "max_ratio"],
         ),
         Attack(
             "tar.gz bomb",
-            archives=[("bomb.tar.gz", make_tar([_good("t"), ("zeros.bin", zeros)], gz=True))],
+            archives=[("bomb.tar.gz", make_tar([good("t"), ("zeros.bin", zeros)], gz=True))],
             entry="bomb.tar.gz",
             words=["compression bomb", "'zeros.bin'"],
         ),
@@ -405,21 +388,21 @@ def test_uploads_over_the_limits_are_rejected_and_nothing_is_stored(
         ),
         Attack(
             "too many files across parts",
-            files=dict(_good(f"p{i}") for i in range(10)),
+            files=dict(good(f"p{i}") for i in range(10)),
             archives=[("two.zip", make_zip([("x.txt", b"x"), ("y.txt", b"y"), ("z.txt", b"z")]))],
             entry="z.txt",
             words=["max_entries"],
         ),
         Attack(
             "a file over max_file_size in a zip",
-            archives=[("big.zip", make_zip([_good("b"), ("big.bin", content("big", 65 * KIB))]))],
+            archives=[("big.zip", make_zip([good("b"), ("big.bin", content("big", 65 * KIB))]))],
             entry="big.bin",
             words=["max_file_size", "64 KiB"],
         ),
         Attack(
             "a file over max_file_size in a tar.gz",
             archives=[
-                ("big.tgz", make_tar([_good("g"), ("big.bin", content("big", 65 * KIB))], gz=True))
+                ("big.tgz", make_tar([good("g"), ("big.bin", content("big", 65 * KIB))], gz=True))
             ],
             entry="big.bin",
             words=["max_file_size"],
@@ -440,7 +423,7 @@ def test_uploads_over_the_limits_are_rejected_and_nothing_is_stored(
         ),
         Attack(
             "too many plain parts",
-            files=dict(_good(f"q{i}") for i in range(13)),
+            files=dict(good(f"q{i}") for i in range(13)),
             status=400,
             words=["Too many files", "12"],
         ),
@@ -451,19 +434,21 @@ def test_uploads_over_the_limits_are_rejected_and_nothing_is_stored(
 def test_hostile_plain_file_names_are_rejected_and_nothing_is_stored(
     api: TestClient, backends: Backends, alice: Actor
 ) -> None:
-    good = dict([_good("plain")])
+    harmless = dict([good("plain")])
     attacks = [
-        Attack("traversal", files={**good, "../evil.v": b"x"}, entry="../evil.v", words=["'..'"]),
-        Attack("deep traversal", files={**good, "rtl/../../x": b"x"}, entry="rtl/../../x"),
-        Attack("absolute", files={**good, "/etc/passwd": b"x"}, entry="/etc/passwd"),
-        Attack("reserved", files={**good, ".hwrepo/x": b"x"}, entry=".hwrepo/x"),
+        Attack(
+            "traversal", files={**harmless, "../evil.v": b"x"}, entry="../evil.v", words=["'..'"]
+        ),
+        Attack("deep traversal", files={**harmless, "rtl/../../x": b"x"}, entry="rtl/../../x"),
+        Attack("absolute", files={**harmless, "/etc/passwd": b"x"}, entry="/etc/passwd"),
+        Attack("reserved", files={**harmless, ".hwrepo/x": b"x"}, entry=".hwrepo/x"),
         Attack(
             "a right-to-left override",
-            files={**good, "evil\u202etxt.exe": b"x"},
+            files={**harmless, "evil\u202etxt.exe": b"x"},
             entry="evil\u202etxt.exe",
             words=["U+202E"],
         ),
-        Attack("directory field", files=good, directory="../up", entry="../up"),
+        Attack("directory field", files=harmless, directory="../up", entry="../up"),
         Attack(
             "directory field for an archive",
             archives=[("a.zip", make_zip([("a.txt", b"a")]))],

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -26,13 +24,11 @@ import pytest
 from hwrepo.checks.kicad.drc import DrcKind
 from hwrepo.checks.simulation.kind import SimulationKind
 from hwrepo.config import Settings
-from hwrepo.entrypoints import embedded
 from hwrepo.service_layer import users
 from hwrepo.service_layer.backends import Backends
-from tests.integration.helpers import cli_env
 from tests.integration.test_comparisons import board_revision_two
 from tests.integration.test_pipeline import SIM_CACHE
-from tests.pipeline import pipeline_stack, running_worker
+from tests.pipeline import api_process, pipeline_stack, running_worker
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -72,27 +68,11 @@ def site(settings: Settings, tmp_path: Path) -> Iterator[Site]:
     """A real API process (uvicorn) on the test's own servers; the worker is started by the
     test, when it wants the checks to run."""
     tuned = settings.model_copy(update={"worker_cache_dir": SIM_CACHE})
-    with pipeline_stack(tuned, tmp_path) as (own, backends, _client):
-        (port,) = embedded.free_ports(1)
-        env = cli_env(own, tmp_path / "api-data")
-        env.update(HWREPO_API_PORT=str(port))
-        log = tmp_path / "api.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hwrepo.entrypoints.cli", "api"],
-            env=env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while not embedded.answers(port):
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the API did not start"
-                time.sleep(0.1)
-            yield Site(f"http://127.0.0.1:{port}", backends, own)
-        finally:
-            proc.terminate()
-            proc.wait(20)
+    with (
+        pipeline_stack(tuned, tmp_path) as (own, backends, _client),
+        api_process(own, tmp_path / "api-data", tmp_path / "api.log") as url,
+    ):
+        yield Site(url, backends, own)
 
 
 @pytest.fixture

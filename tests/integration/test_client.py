@@ -25,12 +25,11 @@ from httpx_sse import connect_sse
 
 from hwrepo.checks.simulation.kind import SimulationKind
 from hwrepo.config import Settings
-from hwrepo.entrypoints import embedded
 from hwrepo.service_layer import users
 from hwrepo.service_layer.backends import Backends
-from tests.integration.helpers import clean_env, cli_env
+from tests.integration.helpers import clean_env
 from tests.integration.test_pipeline import SIM_CACHE
-from tests.pipeline import pipeline_stack, running_worker
+from tests.pipeline import api_process, pipeline_stack, running_worker
 
 pytestmark = pytest.mark.needs(SimulationKind().available())
 
@@ -57,27 +56,12 @@ class Server:
 def server(settings: Settings, tmp_path: Path) -> Iterator[Server]:
     tuned = settings.model_copy(update={"worker_cache_dir": SIM_CACHE})
     with pipeline_stack(tuned, tmp_path) as (own, backends, _client):
-        (port,) = embedded.free_ports(1)
-        env = cli_env(own, tmp_path / "api-data")
-        env.update(HWREPO_API_PORT=str(port))
         log = tmp_path / "api.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hwrepo.entrypoints.cli", "api"],
-            env=env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while not embedded.answers(port):
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "the API did not start"
-                time.sleep(0.1)
-            with running_worker(own, concurrency=2):
-                yield Server(f"http://127.0.0.1:{port}", backends, own, log)
-        finally:
-            proc.terminate()
-            proc.wait(20)
+        with (
+            api_process(own, tmp_path / "api-data", log) as url,
+            running_worker(own, concurrency=2),
+        ):
+            yield Server(url, backends, own, log)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from hwrepo.checks.run.runner import Sandbox
 from hwrepo.checks.run.sandbox import SYSTEM_PATH
 from hwrepo.checks.simulation.environments import verilator_fst_supported
 from hwrepo.checks.simulation.kind import SimulationKind
+from tests.hostile import ENDLESS_LOOP, FORK_LOOP, HEADER, HUGE_ALLOCATION, SHORT
 
 REPO = Path(__file__).resolve().parents[2]
 DESIGNS = REPO / "designs"
@@ -343,8 +344,6 @@ def test_concurrent_jobs_build_one_model_once(tmp_path: Path, fresh_cache: Path)
 
 # -- no verdict is never "passed" ----------------------------------------------------------------
 
-HEADER = "import os\nimport cocotb\nfrom cocotb.triggers import Timer\n\n"
-
 
 def scratch_design(tmp_path: Path, tests: str, manifest: str = "", name: str = "rev") -> Path:
     """A copy of the counter with the given test module (tests/test_counter.py)."""
@@ -453,15 +452,9 @@ def test_design_that_does_not_compile_is_errored_with_the_compiler_message(
 
 # -- hostile testbenches ------------------------------------------------------------------------
 
-SHORT = '[[testbench]]\nmodules = ["tests/test_counter.py"]\ntimeout = {timeout}\n'
-
 
 def test_infinite_simulation_loop_times_out(tmp_path: Path, shared_cache: Path) -> None:
-    tests = (
-        "@cocotb.test()\nasync def test_first(dut):\n    await Timer(1, 'ns')\n\n"
-        "@cocotb.test()\nasync def test_forever(dut):\n    while True:\n        pass\n"
-    )
-    design = scratch_design(tmp_path, tests, SHORT.format(timeout=8))
+    design = scratch_design(tmp_path, ENDLESS_LOOP, SHORT.format(timeout=8))
     start = time.monotonic()
     result = run_one(design, shared_cache, tmp_path)
     assert time.monotonic() - start < 30
@@ -474,8 +467,7 @@ def test_infinite_simulation_loop_times_out(tmp_path: Path, shared_cache: Path) 
 
 
 def test_fork_bomb_is_stopped_by_the_process_limit(tmp_path: Path, shared_cache: Path) -> None:
-    tests = "@cocotb.test()\nasync def test_bomb(dut):\n    while True:\n        os.fork()\n"
-    design = scratch_design(tmp_path, tests, SHORT.format(timeout=120))
+    design = scratch_design(tmp_path, FORK_LOOP, SHORT.format(timeout=120))
     start = time.monotonic()
     result = run_one(design, shared_cache, tmp_path)
     assert time.monotonic() - start < 60
@@ -488,11 +480,7 @@ def test_fork_bomb_is_stopped_by_the_process_limit(tmp_path: Path, shared_cache:
 
 
 def test_allocating_10_gb_fails_with_a_memory_error(tmp_path: Path, shared_cache: Path) -> None:
-    tests = (
-        "@cocotb.test()\nasync def test_hog(dut):\n"
-        "    blob = bytearray(10 * 1024**3)\n    assert len(blob)\n"
-    )
-    result = run_one(scratch_design(tmp_path, tests), shared_cache, tmp_path)
+    result = run_one(scratch_design(tmp_path, HUGE_ALLOCATION), shared_cache, tmp_path)
     assert result.state == "failed"
     (hog,) = result.details["tests"]
     assert hog["status"] == "failed"

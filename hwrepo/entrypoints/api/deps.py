@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from hwrepo.domain.errors import Forbidden, Unauthenticated
@@ -97,3 +97,21 @@ UNTRUSTED_CONTENT = {
     "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
     "sandbox",
 }
+
+
+def download(
+    media_type: str, description: str, *, redirects: bool = False, revalidates: bool = False
+) -> dict[str, Any]:
+    """Route arguments documenting a download: its bytes and media type (`*/*`: the stored
+    file's own), a 307 to a presigned S3 URL (`?via=presigned`), a 304 for a matching ETag."""
+    responses: dict[int | str, dict[str, Any]] = {
+        200: {
+            "description": description,
+            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+    if redirects:
+        responses[307] = {"description": "with ?via=presigned: to a short-lived S3 URL"}
+    if revalidates:
+        responses[304] = {"description": "If-None-Match named the file's ETag"}
+    return {"response_class": Response, "response_model": None, "responses": responses}

@@ -22,6 +22,7 @@ from hwrepo.entrypoints.api.deps import (
     Page,
     RevisionNumber,
     UserDep,
+    download,
 )
 from hwrepo.entrypoints.api.schemas import (
     ArtifactOut,
@@ -202,7 +203,10 @@ async def artifact_response(
 Via = Annotated[Literal["stream", "presigned"], Query()]
 
 
-@router.get("/{check_id}/artifacts/{artifact:path}", response_model=None)
+@router.get(
+    "/{check_id}/artifacts/{artifact:path}",
+    **download("*/*", "the artifact, of its own media type", redirects=True),
+)
 async def download_artifact(
     artifact: str, found: FoundCheck, backends: BackendsDep, via: Via = "stream"
 ) -> Response:
@@ -210,7 +214,7 @@ async def download_artifact(
     return await artifact_response(backends, checks.artifact(check, artifact), via)
 
 
-@router.get("/{check_id}/sarif", response_model=None)
+@router.get("/{check_id}/sarif", **download("application/sarif+json", "SARIF 2.1.0"))
 async def sarif(found: FoundCheck, backends: BackendsDep) -> Response:
     _, check = found
     return await artifact_response(
@@ -218,7 +222,10 @@ async def sarif(found: FoundCheck, backends: BackendsDep) -> Response:
     )
 
 
-@router.get("/{check_id}/waveform", response_model=None)
+@router.get(
+    "/{check_id}/waveform",
+    **download("application/octet-stream", "the waveform (FST, VCD)", redirects=True),
+)
 async def waveform(found: FoundCheck, backends: BackendsDep, via: Via = "stream") -> Response:
     _, check = found
     for item in check.artifacts:
@@ -251,7 +258,7 @@ async def waveform_changes(
     return await run_in_threadpool(waveforms.changes, backends, check, signal, start, end, pixels)
 
 
-@router.get("/{check_id}/log", response_model=None)
+@router.get("/{check_id}/log", **download("text/plain", "a page of the job's log"))
 async def log(
     found: FoundCheck,
     backends: BackendsDep,

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hwrepo.domain.errors import Invalid
 from hwrepo.domain.model import MAX_REVISION
-from hwrepo.entrypoints.api.deps import BackendsDep, UserDep
+from hwrepo.entrypoints.api.deps import BackendsDep, UserDep, download
 from hwrepo.entrypoints.api.routers.checks import artifact_response
 from hwrepo.service_layer import comparisons
 
@@ -59,7 +59,10 @@ async def file_diff(
     return await run_in_threadpool(comparisons.file_diff, backends, user, owner, name, a, b, path)
 
 
-@router.get("/{spec}/artifacts/{pair}/{file_name:path}", response_model=None)
+@router.get(
+    "/{spec}/artifacts/{pair}/{file_name:path}",
+    **download("*/*", "a picture of the difference (SVG, PNG)"),
+)
 async def artifact(
     owner: str,
     name: str,

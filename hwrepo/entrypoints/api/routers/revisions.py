@@ -23,6 +23,7 @@ from hwrepo.entrypoints.api.deps import (
     Page,
     RevisionNumber,
     UserDep,
+    download,
 )
 from hwrepo.entrypoints.api.schemas import (
     RevisionBrief,
@@ -41,6 +42,49 @@ Fields: `files` (repeated; each part's filename is the file's relative path, e.g
 `directory` (target directory for this upload's files and archives), `message`, and `base`
 (a revision number whose files are carried over, the upload overlaying them).
 Send `Idempotency-Key` to make a retry return the revision the first attempt created."""
+
+
+# The body is documented here, not declared as form parameters: FastAPI would then parse the
+# whole form before the handler runs, and the handler streams each part to disk itself.
+_BINARY = {"type": "string", "format": "binary"}
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": _BINARY,
+                            "description": "files; each part's filename is the file's path",
+                        },
+                        "archive": {
+                            "type": "array",
+                            "items": _BINARY,
+                            "description": ".zip, .tar or .tar.gz archives, unpacked",
+                        },
+                        "directory": {
+                            "type": "string",
+                            "description": "the directory this upload's files go into",
+                        },
+                        "message": {"type": "string", "description": "what changed"},
+                        "base": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "a revision whose files are carried over",
+                        },
+                    },
+                },
+                "encoding": {
+                    "files": {"contentType": "application/octet-stream"},
+                    "archive": {"contentType": "application/octet-stream"},
+                },
+            }
+        },
+    }
+}
 
 
 def _staging_limits(backends: BackendsDep) -> ArchiveLimits:
@@ -71,7 +115,13 @@ def _int_field(form: FormData, name: str) -> int | None:
         raise Invalid(f"field {name!r} must be a revision number, not {raw!r}") from exc
 
 
-@router.post("", status_code=201, response_model=RevisionOut, description=UPLOAD_DOC)
+@router.post(
+    "",
+    status_code=201,
+    response_model=RevisionOut,
+    description=UPLOAD_DOC,
+    openapi_extra=UPLOAD_BODY,
+)
 async def create_revision(
     owner: str,
     name: str,
@@ -170,7 +220,10 @@ async def get_revision(
     return RevisionOut.of(project, revision)
 
 
-@router.get("/{number}/files/{path:path}", response_model=None)
+@router.get(
+    "/{number}/files/{path:path}",
+    **download("*/*", "the file, of its own media type", redirects=True, revalidates=True),
+)
 async def download_file(
     owner: str,
     name: str,
@@ -206,7 +259,7 @@ async def download_file(
     )
 
 
-@router.get("/{number}/archive.zip", response_model=None)
+@router.get("/{number}/archive.zip", **download("application/zip", "the revision's files"))
 async def download_archive(
     owner: str, name: str, number: RevisionNumber, backends: BackendsDep, user: UserDep
 ) -> StreamingResponse:
