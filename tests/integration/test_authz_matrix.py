@@ -91,6 +91,12 @@ RULES = [
     # Registration is off unless the site turns it on: the page and its form refuse everyone.
     Rule("GET|POST", r"/register|/login|/logout", Need.BROWSER_FORM),
     Rule("POST", r"/settings/tokens(/\{token_id\}/revoke)?", Need.SESSION_FORM),
+    # the pages' review forms (threads, replies, edits, resolve, verdicts): a browser session's
+    Rule(
+        "POST",
+        r"/\{owner\}/\{name\}/(revisions/\{number\}/(threads|review)|threads/.*)",
+        Need.SESSION_FORM,
+    ),
     # The pages of a project show what its API shows the same caller.
     Rule("GET", r"/\{owner\}/\{name\}(/.*)?", Need.READ),
     Rule("GET", r"PROJECT(/.*)?", Need.READ),
@@ -225,8 +231,8 @@ def _routes(routes: list[Any]) -> Iterator[Any]:
 
 
 def _endpoint(method: str, template: str, op: dict[str, Any] | None) -> Endpoint:
-    if op is None:
-        return Endpoint(method, template, frozenset({200}))
+    if op is None:  # a page: shown, or a form's redirect to the page it leads to
+        return Endpoint(method, template, frozenset({200, 303}))
     codes = frozenset(int(c) for c in op["responses"] if c.isdigit() and c.startswith("2"))
     content = op["responses"].get("200", {}).get("content", {})
     return Endpoint(method, template, codes, stream="text/event-stream" in content)
@@ -312,6 +318,18 @@ def _bodies(n: int, world: World, project: str) -> dict[tuple[str, str], dict[st
         ("POST", "/logout"): {"data": {}},
         ("POST", "/settings/tokens"): {"data": {"name": f"form-{n}"}},
         ("POST", "/settings/tokens/{token_id}/revoke"): {"data": {}},
+        ("GET", "/{owner}/{name}/compare"): {"params": {"a": 1, "b": 2}},
+        ("POST", "/{owner}/{name}/revisions/{number}/threads"): {
+            "data": {"anchor_kind": "revision", "body": f"form {n}"}
+        },
+        ("POST", "/{owner}/{name}/threads/{thread_id}/comments"): {"data": {"body": "reply"}},
+        ("POST", "/{owner}/{name}/threads/{thread_id}/comments/{comment_id}"): {
+            "data": {"body": f"edited {n}"}
+        },
+        ("POST", "/{owner}/{name}/threads/{thread_id}/resolved"): {"data": {"resolved": "true"}},
+        ("POST", "/{owner}/{name}/revisions/{number}/review"): {
+            "data": {"verdict": "request_changes"}
+        },
     }
 
 

@@ -32,7 +32,7 @@ from hwrepo.entrypoints.api.deps import (
 )
 from hwrepo.entrypoints.api.routers.compare import parse_spec
 from hwrepo.entrypoints.api.templating import page_context, templates
-from hwrepo.service_layer import checks, reviews, users, views
+from hwrepo.service_layer import checks, projects, reviews, users, views
 
 router = APIRouter(include_in_schema=False)
 
@@ -353,8 +353,12 @@ async def compare_chosen(
     name: str,
     a: Annotated[int, Query(ge=1, le=MAX_REVISION)],
     b: Annotated[int, Query(ge=1, le=MAX_REVISION)],
+    backends: BackendsDep,
+    user: UserDep,
 ) -> Response:
-    """The project page's form (two revisions picked): the comparison's own URL."""
+    """The project page's form (two revisions picked): the comparison's own URL (for those who
+    may read the project; for others the same 404 as everywhere)."""
+    await run_in_threadpool(projects.get_project, backends, user, owner, name)
     return RedirectResponse(f"/{quote(owner)}/{quote(name)}/compare/{a}...{b}", status_code=303)
 
 
