@@ -22,7 +22,29 @@ from tests.pipeline import api_process, new_project
 
 FUZZ_SECONDS = 120
 CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
-SCHEMATHESIS = Path(sys.executable).parent / "st"
+# Schemathesis' command line, run so that one known interpreter bug cannot end it: Debian 12's
+# Python 3.11.2 can raise SystemError from ast.parse at some stack depths (python/cpython#106905,
+# fixed in 3.11.5), and Hypothesis parses the source of each lambda it describes in a strategy's
+# name. Such a lambda is then described as unknown; nothing sent or checked changes.
+SCHEMATHESIS = """
+import sys
+from hypothesis.internal import lambda_sources
+from schemathesis.cli import schemathesis
+
+describe = lambda_sources.lambda_description
+
+
+def lambda_description(f):
+    try:
+        return describe(f)
+    except SystemError:
+        return "lambda: <unknown>"
+
+
+lambda_sources.lambda_description = lambda_description
+sys.argv[0] = "st"
+sys.exit(schemathesis())
+"""
 OWNER_ONLY = {
     "DELETE /api/v1/projects/{owner}/{name}",
     "DELETE /api/v1/projects/{owner}/{name}/members/{member}",
@@ -58,7 +80,9 @@ def test_no_server_error_and_every_answer_as_documented(
         report = tmp_path / "report"
         run = subprocess.run(
             [
-                str(SCHEMATHESIS),
+                sys.executable,
+                "-c",
+                SCHEMATHESIS,
                 "--no-color",
                 "--config-file",
                 str(config),
@@ -78,6 +102,10 @@ def test_no_server_error_and_every_answer_as_documented(
                 "30",
                 "--seed",
                 "14",
+                # Health checks judge how fast Hypothesis makes data on this machine, not the API;
+                # on a loaded CI machine "too slow" would fail the run for nothing.
+                "--suppress-health-check",
+                "all",
                 # The event stream never ends by itself (the authorization matrix opens it);
                 # revoking tokens would revoke the one this run signs in with.
                 "--exclude-path-regex",
