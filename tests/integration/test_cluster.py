@@ -201,6 +201,15 @@ def test_an_api_killed_between_commit_and_publish(cluster: Cluster, token: str) 
     assert [e["type"] for e in events].count("revision.created") == 1
 
 
+def _log_tails(cluster: Cluster, lines: int = 40) -> str:
+    """The end of each worker's log, for a failure message."""
+    out = []
+    for worker in cluster.workers:
+        text = worker.log_path.read_text(errors="replace") if worker.log_path.exists() else ""
+        out.append(f"--- {worker.name}:\n" + "\n".join(text.splitlines()[-lines:]))
+    return "\n".join(out)
+
+
 def _slow_counter(seconds: int) -> dict[str, bytes]:
     """rtl-counter with one test that takes `seconds` of wall time."""
     test = (
@@ -220,13 +229,18 @@ def test_a_worker_killed_mid_job_is_replaced_by_the_other(cluster: Cluster, toke
     number = _upload(two, project, _slow_counter(25))
     deadline = time.monotonic() + 240
     running = None
-    while time.monotonic() < deadline and running is None:
+    checks: list[dict[str, Any]] = []
+    ended = False
+    while time.monotonic() < deadline and running is None and not ended:
         checks = two.get(f"/projects/{project}/revisions/{number}/checks").json()["checks"]
-        running = next(
-            (c for c in checks if c["kind"] == "simulation" and c["state"] == "running"), None
-        )
+        sims = [c for c in checks if c["kind"] == "simulation"]
+        running = next((c for c in sims if c["state"] == "running"), None)
+        ended = any(c["state"] not in ("queued", "running") for c in sims)
         time.sleep(0.2)
-    assert running is not None, "the simulation never started"
+    seen = [(c["kind"], c["state"], c["summary"]) for c in checks]
+    assert running is not None, f"the simulation was never seen running: {seen}\n" + _log_tails(
+        cluster
+    )
     victim = next(
         w for w in cluster.workers if w.process and f":{w.process.pid} " in running["summary"]
     )
