@@ -5,7 +5,9 @@ derived from the content, so a retried push returns the same revision)."""
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from hwrepo.client.api import Api, ClientError
 from hwrepo.client.files import IGNORE_FILE, LocalFile, collect, idempotency_key
 
 CHUNK = 1024 * 1024
+# Blobs sent at once: the server receives one while it writes another to the bucket.
+PARALLEL_BLOBS = 4
 
 
 @dataclass
@@ -82,6 +86,7 @@ class Reporter:
         self.total, self.files = total, files
         self.done = 0
         self.next_line = 0
+        self.lock = threading.Lock()  # blobs go out from several threads
         self.progress: Progress | None = None
         self.task: Any = None
 
@@ -102,12 +107,13 @@ class Reporter:
         return self
 
     def advance(self, n: int) -> None:
-        self.done += n
-        if self.progress is not None:
-            self.progress.update(self.task, advance=n)
-        elif self.total and self.done >= self.next_line:
-            print(f"  {100 * self.done // self.total}% ({self.done} bytes)", file=self.out)
-            self.next_line = self.done + max(self.total // 10, 1)
+        with self.lock:
+            self.done += n
+            if self.progress is not None:
+                self.progress.update(self.task, advance=n)
+            elif self.total and self.done >= self.next_line:
+                print(f"  {100 * self.done // self.total}% ({self.done} bytes)", file=self.out)
+                self.next_line = self.done + max(self.total // 10, 1)
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
@@ -150,7 +156,8 @@ def push(
             to_send.setdefault(f.sha256, f)
     total = sum(f.size for f in to_send.values())
     with Reporter(total, len(to_send), out) as reporter:
-        for sha, f in to_send.items():
+
+        def send(sha: str, f: LocalFile) -> None:
             api.request(
                 "PUT",
                 f"{base}/blobs/{sha}",
@@ -158,6 +165,12 @@ def push(
                 headers={"Content-Length": str(f.size), "Content-Type": "application/octet-stream"},
                 timeout=None,
             )
+
+        # The largest first, so that the last one out is a small one.
+        order = sorted(to_send.items(), key=lambda item: -item[1].size)
+        with ThreadPoolExecutor(max_workers=PARALLEL_BLOBS) as pool:
+            for sent in [pool.submit(send, sha, f) for sha, f in order]:
+                sent.result()  # the first failure is the push's
     revision = api.json(
         "POST",
         f"{base}/revisions/commit",
