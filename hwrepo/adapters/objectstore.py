@@ -58,6 +58,11 @@ def result_prefix(project_id: str, number: int, check_id: str, run: int) -> str:
     return f"results/{project_id}/{number:010d}/{check_id}/{run}/"
 
 
+def live_log_prefix(project_id: str, number: int, check_id: str, run: int) -> str:
+    """Where a running job's log is copied as it grows, in segments named by their offset."""
+    return result_prefix(project_id, number, check_id, run) + "live-log/"
+
+
 def comparison_prefix(project_id: str, a: int, b: int) -> str:
     return f"comparisons/{project_id}/{a:010d}...{b:010d}/"
 
@@ -270,6 +275,15 @@ class ObjectStore:
         for obj in objects:
             if obj.object_name is not None:
                 yield obj.object_name
+
+    def list_sizes(self, prefix: str) -> list[tuple[str, int]]:
+        """The objects under `prefix` with their sizes, by name."""
+        objects = self._call(
+            lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+        )
+        return sorted(
+            (obj.object_name, int(obj.size or 0)) for obj in objects if obj.object_name is not None
+        )
 
     def presigned_url(self, key: str, filename: str, expires: timedelta) -> str:
         disposition = f"attachment; filename*=UTF-8''{quote(filename)}"

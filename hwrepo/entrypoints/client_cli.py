@@ -272,28 +272,29 @@ def logs_command(
         False
     ),
 ) -> None:
-    """A check's log, from its start (with --follow, until the check ends)."""
+    """A check's log, from its start; of a check still running, what it has printed so far
+    (with --follow, on until the check ends)."""
     import time
 
     owner, name = split_project(project)
     try:
         with api_client() as api:
             c = find_check(api, owner, name, revision, check)
-            path = c["url"].removeprefix("/api/v1")
+            path = c["url"].removeprefix("/api/v1") + "/log"
             offset = 0
             while True:
-                if c["state"] in {"queued", "running"}:
-                    if not follow:
-                        err.print(f"the check is {c['state']}: its log comes when it ends")
-                        return
-                    time.sleep(2)
-                    c = api.json("GET", path)
-                    continue
-                response = api.request("GET", path + "/log", params={"offset": offset})
+                response = api.request("GET", path, params={"offset": offset})
                 sys.stdout.buffer.write(response.content)
-                offset = int(response.headers.get("X-Next-Offset", offset + len(response.content)))
-                if not response.content:
+                sys.stdout.buffer.flush()
+                offset += len(response.content)
+                if response.headers.get("X-Next-Offset"):
+                    continue  # more is there already
+                if response.headers.get("X-Log-Live") != "true":
+                    return  # the check ended: that was its whole log
+                if not follow:
+                    err.print(f"the check is {c['state']}: that is its log so far (--follow)")
                     return
+                time.sleep(1)
     except ClientError as exc:
         fail(exc)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from hwrepo.adapters.db.index import Index
 from hwrepo.adapters.eventbus import job_subject
+from hwrepo.adapters.objectstore import live_log_prefix
 from hwrepo.checks.core.compare import identity
 from hwrepo.domain import events
 from hwrepo.domain.checks import (
@@ -23,7 +24,7 @@ from hwrepo.domain.checks import (
 from hwrepo.domain.errors import Invalid, NotFound
 from hwrepo.domain.model import Project, Revision, Role, User
 from hwrepo.domain.reviews import ReviewState, review_state
-from hwrepo.service_layer import jobs
+from hwrepo.service_layer import jobs, livelog
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.projects import require_role, visible_project
 from hwrepo.service_layer.revisions import get_revision
@@ -222,6 +223,29 @@ def artifact(check: Check, name: str) -> dict[str, Any]:
             return item
     available = ", ".join(a.get("name", "?") for a in check.artifacts) or "none"
     raise NotFound(f"check {check.name!r} has no artifact {name!r} (it has: {available})")
+
+
+@dataclass
+class LogPage:
+    data: bytes
+    size: int  # of the whole log; of what has been copied so far while `live`
+    live: bool  # the check has not ended: the log is still growing
+
+
+def log_page(backends: Backends, check: Check, offset: int, limit: int) -> LogPage:
+    """A byte range of the check's log: the stored log of a run that ended, or, while the
+    check is queued or running, of what its worker has copied so far (livelog)."""
+    stored = next((a for a in check.artifacts if a.get("name") == "log.txt"), None)
+    if stored is None and not check.state.final:
+        prefix = live_log_prefix(check.project_id, check.revision, check.id, check.run)
+        data, size = livelog.read(backends.store, prefix, offset, limit)
+        return LogPage(data, size, live=True)
+    item = artifact(check, "log.txt")
+    size = int(item["size"])
+    if offset >= size:
+        return LogPage(b"", size, live=False)
+    data = b"".join(backends.store.stream(item["key"], offset, limit))
+    return LogPage(data, size, live=False)
 
 
 # -- re-running ------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwrepo.adapters.objectstore import ObjectStore, blob_key, result_prefix
+from hwrepo.adapters.objectstore import ObjectStore, blob_key, live_log_prefix, result_prefix
 from hwrepo.checks.core.kind import Artifact, CheckKind, CheckResult, FinalState, Workspace
 from hwrepo.checks.run.runner import Sandbox
 from hwrepo.domain import events
 from hwrepo.domain.checks import Job
 from hwrepo.domain.model import FileEntry, utcnow
+from hwrepo.service_layer import livelog
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
@@ -246,10 +247,12 @@ def execute(store: ObjectStore, kind: CheckKind, job: Job, dirs: WorkerDirs) -> 
     ws = Workspace(
         root=dirs.jobs / f"{job.job_id}-{uuid.uuid4().hex[:8]}", cache=dirs.kind_cache(kind.name)
     ).create()
+    live = live_log_prefix(job.project_id, job.revision, job.check_id, job.run)
     try:
         try:
             materialise(store, job, ws, dirs)
-            result = kind.run(job, ws, Sandbox(ws))
+            with livelog.LiveLog(store, live, ws.log):
+                result = kind.run(job, ws, Sandbox(ws))
         except Exception as exc:
             log.error("job %s (%s) failed:\n%s", job.job_id, job.name, traceback.format_exc())
             ws.log.parent.mkdir(parents=True, exist_ok=True)
@@ -260,6 +263,8 @@ def execute(store: ObjectStore, kind: CheckKind, job: Job, dirs: WorkerDirs) -> 
                 summary=f"the {kind.name} check could not run: {exc.__class__.__name__}: {exc}",
                 artifacts=[Artifact("log.txt", ws.log, "text/plain", "the job's log")],
             )
-        return store_result(store, job, result, started)
+        finished = store_result(store, job, result, started)
+        livelog.remove(store, live)  # the whole log is the run's log.txt now
+        return finished
     finally:
         ws.remove()

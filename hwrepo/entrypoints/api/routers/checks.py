@@ -266,15 +266,11 @@ async def log(
     limit: Annotated[int, Query(ge=1, le=8 * 1024 * 1024)] = 1024 * 1024,
 ) -> Response:
     """The job's log, paged by byte offset: `X-Log-Size` is its size, `X-Next-Offset` where the
-    next page starts (absent at the end)."""
+    next page starts (absent at the end). While the check is queued or running, the log so far
+    (`X-Log-Live: true`): ask again from the same offset for what comes next."""
     _, check = found
-    item = checks.artifact(check, "log.txt")
-    size = int(item["size"])
-    headers = {"X-Log-Size": str(size)}
-    if offset >= size:
-        return Response(b"", media_type="text/plain; charset=utf-8", headers=headers)
-    chunks = await run_in_threadpool(backends.store.stream, item["key"], offset, limit)
-    data = b"".join(chunks)
-    if offset + len(data) < size:
-        headers["X-Next-Offset"] = str(offset + len(data))
-    return Response(data, media_type="text/plain; charset=utf-8", headers=headers)
+    page = await run_in_threadpool(checks.log_page, backends, check, offset, limit)
+    headers = {"X-Log-Size": str(page.size), "X-Log-Live": "true" if page.live else "false"}
+    if offset + len(page.data) < page.size:
+        headers["X-Next-Offset"] = str(offset + len(page.data))
+    return Response(page.data, media_type="text/plain; charset=utf-8", headers=headers)
