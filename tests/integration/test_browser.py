@@ -3,7 +3,8 @@ process and a real worker: upload through the page and land on the revision; che
 queued to passed without a reload (the event stream); the waveform cursor reads the values the
 FST holds (read here with pywellen); a DRC row selects its marker on the board and a marker its
 row; signed out, a private project's pages are the 404 page; the comparison of two KiCad
-revisions shows both renders, their difference and the new and resolved violations; a review
+revisions shows both renders, their difference and the new and resolved violations (and a
+schematic sheet's difference keeps its page white); a review
 comment on a violation row appears under it (and on the next revision's page, following the
 violation); an approval changes the review state. A screenshot of every main page is kept
 under the directory the tests print (HWREPO_TEST_ARTIFACTS, default /tmp/hwrepo-test-artifacts)."""
@@ -498,3 +499,67 @@ def test_the_comparison_page_and_review_threads_in_place(
     assert outsider.locator("form.new-thread, form.reply, button.start-thread").count() == 0
     outsider.goto(f"{site.url}/{project}/revisions/2")
     assert outsider.locator("#verdict-form").count() == 0
+
+
+COUNT_COLOURS = """async (svg) => {
+  const img = new Image();
+  img.src = "data:image/svg+xml;base64," + svg;
+  await img.decode();
+  const canvas = document.createElement("canvas");
+  canvas.width = 1188; canvas.height = 840;  // A4, 4 pixels per millimetre
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+  const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  const n = {white: 0, older: 0, newer: 0, all: px.length / 4};
+  for (let i = 0; i < px.length; i += 4) {
+    const [r, g, b] = [px[i], px[i + 1], px[i + 2]];
+    if (r > 235 && g > 235 && b > 235) n.white++;
+    else if (r > 170 && g < 140 && b < 140) n.older++;
+    else if (b > 170 && r < 140) n.newer++;
+  }
+  return n;
+}"""
+
+
+def test_a_schematic_difference_keeps_the_page_white_and_colours_what_moved(
+    browser: Any, tmp_path: Path
+) -> None:
+    """Two schematic sheets as kicad-cli draws them (an opaque page), one symbol moved: drawn
+    by the browser, the difference picture is the white page with the old place in the older
+    revision's colour and the new place in the newer one's."""
+    import base64
+    import re
+    import subprocess
+
+    from hwrepo.checks.kicad.compare_render import difference_picture
+
+    sheets = []
+    for which in ("a", "b"):
+        root = tmp_path / which
+        root.mkdir()
+        for f in (DESIGNS / "kicad-clean").iterdir():
+            (root / f.name).write_bytes(f.read_bytes())
+        if which == "b":  # J1 moved 20 mm to the right
+            sch = root / "clean-led.kicad_sch"
+            text = sch.read_text()
+            at = re.search(r'\(lib_id "Connector_Generic:Conn_01x02"\)\s*\(at ([\d.]+)', text)
+            assert at is not None
+            moved = f"{float(at.group(1)) + 20:g}"
+            sch.write_text(text[: at.start(1)] + moved + text[at.end(1) :])
+        done = subprocess.run(
+            ["kicad-cli", "sch", "export", "svg", "-o", str(root / "svg"), "clean-led.kicad_sch"],
+            cwd=root,
+            env={"HOME": str(tmp_path / "home"), "PATH": os.environ["PATH"]},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        sheets.append((root / "svg" / "clean-led.svg").read_bytes())
+    picture = difference_picture("schematic/clean-led.svg", *sheets)
+    assert picture is not None
+    page = browser.new_page()
+    counts = page.evaluate(COUNT_COLOURS, base64.b64encode(picture).decode())
+    assert counts["white"] > 0.9 * counts["all"], counts  # the page, not a dark sheet
+    assert counts["older"] > 50 and counts["newer"] > 50, counts  # J1 where it was, and is

@@ -31,7 +31,12 @@ _VIEWBOX = re.compile(
     re.S,
 )
 # feColorMatrix rows making every drawn pixel one colour, keeping its opacity.
+# Each revision's drawing in one colour, where it draws: board layers are drawn on nothing
+# (their alpha says where), schematic sheets on an opaque page, where ink is what is darker
+# than the page (alpha from 1 - luminance, less KiCad's off-white page), so that the page
+# itself stays white.
 _TINT = "0 0 0 0 {r} 0 0 0 0 {g} 0 0 0 0 {b} 0 0 0 1 0"
+_INK = "0 0 0 0 {r} 0 0 0 0 {g} 0 0 0 0 {b} -0.2658 -0.894 -0.0903 1.25 -0.1"
 OLDER, NEWER = (1.0, 0.15, 0.15), (0.1, 0.45, 1.0)
 BOM_FIELDS = ("value", "footprint", "dnp")
 
@@ -139,9 +144,10 @@ def difference_picture(name: str, a: bytes | None, b: bytes | None) -> bytes | N
         layers = image(a, box_a, "") + image(b, box_b, 'style="mix-blend-mode:difference"')
         defs = ""
     else:
+        tint = _INK if name.startswith("schematic/") else _TINT
         defs = "".join(
             f'<filter id="{key}" color-interpolation-filters="sRGB">'
-            f'<feColorMatrix type="matrix" values="{_TINT.format(r=r, g=g, b=bl)}"/></filter>'
+            f'<feColorMatrix type="matrix" values="{tint.format(r=r, g=g, b=bl)}"/></filter>'
             for key, (r, g, bl) in (("older", OLDER), ("newer", NEWER))
         )
         layers = image(a, box_a, 'filter="url(#older)" style="mix-blend-mode:multiply"') + image(
