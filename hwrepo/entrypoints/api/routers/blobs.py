@@ -68,7 +68,7 @@ class _Body:
 
     def __init__(self, chunks: AsyncIterator[bytes]) -> None:
         self.chunks = chunks
-        self.pending = b""
+        self.pending = bytearray()  # appended to in place: a part of 16 MiB is not copied over
         self.done = False
 
     def read(self, n: int = -1) -> bytes:
@@ -77,10 +77,12 @@ class _Body:
                 self.pending += anyio.from_thread.run(self.chunks.__anext__)
             except StopAsyncIteration:
                 self.done = True
-        if n < 0:
-            out, self.pending = self.pending, b""
+        if n < 0 or n >= len(self.pending):
+            out = bytes(self.pending)
+            self.pending.clear()
         else:
-            out, self.pending = self.pending[:n], self.pending[n:]
+            out = bytes(self.pending[:n])
+            del self.pending[:n]
         return out
 
 
