@@ -38,7 +38,7 @@ from hwrepo.service_layer.revisions import get_revision
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "hwrepo.comparison/1"
+SCHEMA = "hwrepo.comparison/2"  # a document of another schema is computed again
 # An artifact a kind reads to compare (a BOM, a view) is read whole; larger ones are left out.
 ARTIFACT_LIMIT = 32 * 1024 * 1024
 # A text diff is made of files up to this size (each side).
@@ -104,7 +104,10 @@ def headline(entry: dict[str, Any]) -> str:
     parts = []
     for key, value in entry.items():
         if isinstance(value, list) and value and key != "views":
-            parts.append(f"{len(value)} {key.replace('_', ' ')}")
+            words = key.split("_")
+            if len(value) == 1 and words[0].endswith("s"):
+                words[0] = words[0][:-1]  # "1 picture changed"
+            parts.append(f"{len(value)} {' '.join(words)}")
         elif isinstance(value, dict):
             for sub, inner in value.items():
                 if isinstance(inner, list) and inner:
@@ -251,6 +254,7 @@ def ensure(
     cached = backends.store.get_json(key)
     if (
         isinstance(cached, dict)
+        and cached.get("schema") == SCHEMA
         and cached.get("basis") == basis(checks_a, checks_b)
         and [cached.get("a", {}).get("state"), cached.get("b", {}).get("state")] == list(states)
     ):

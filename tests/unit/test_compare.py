@@ -11,7 +11,7 @@ from hwrepo.checks.core.compare import (
     identity,
     match_violations,
 )
-from hwrepo.checks.kicad.compare_render import difference_picture
+from hwrepo.checks.kicad.compare_render import compare_render, difference_picture
 from hwrepo.checks.rtl.lint import RtlLint
 from hwrepo.checks.rtl.structure import RtlStructure
 from hwrepo.checks.simulation.kind import compare_tests
@@ -116,3 +116,32 @@ def test_the_difference_picture_overlays_both_images_in_board_coordinates() -> N
     assert b"<script" not in picture
     assert difference_picture("pcb-front.svg", a, b"<svg></svg>") is None  # no viewBox
     assert difference_picture("x.png", b"not a png", b"not a png") is None
+
+
+def _render_side(pictures: dict[str, bytes]) -> CheckSide:
+    return CheckSide(
+        state="passed",
+        summary="",
+        details={},
+        artifact_names=list(pictures),
+        artifact=pictures.get,
+    )
+
+
+def test_renders_that_differ_only_in_their_export_time_are_the_same_picture() -> None:
+    def svg(when: str, x: int) -> bytes:
+        return (
+            '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 20 10">'
+            f"<title>SVG Image created as b.svg date {when} </title><desc>Image</desc>"
+            f'<rect x="{x}" y="1" width="2" height="2"/></svg>'
+        ).encode()
+
+    a = _render_side({"pcb-front.svg": svg("2026/12/01 10:00:00", 1), "pcb-back.svg": svg("1", 1)})
+    b = _render_side({"pcb-front.svg": svg("2026/12/03 13:11:54", 1), "pcb-back.svg": svg("2", 5)})
+    entry = compare_render(a, b).entry
+    assert {v["name"]: v["changed"] for v in entry["views"]} == {
+        "pcb-back.svg": True,
+        "pcb-front.svg": False,
+    }
+    assert entry["pictures_changed"] == ["pcb-back.svg"]
+    assert headline(entry) == "1 picture changed"

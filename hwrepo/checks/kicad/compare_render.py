@@ -64,7 +64,9 @@ def compare_render(a: CheckSide | None, b: CheckSide | None) -> Compared:
     for name in sorted(names_a | names_b):
         view: dict[str, Any] = {"name": name, "a": name in names_a, "b": name in names_b}
         if a and b and name in names_a and name in names_b:
-            picture = difference_picture(name, a.artifact(name), b.artifact(name))
+            image_a, image_b = a.artifact(name), b.artifact(name)
+            view["changed"] = _drawing(image_a) != _drawing(image_b)
+            picture = difference_picture(name, image_a, image_b)
             if picture is not None:
                 out = f"{name.rsplit('.', 1)[0]}.diff.svg"
                 compared.files[out] = (picture, SVG)
@@ -73,7 +75,17 @@ def compare_render(a: CheckSide | None, b: CheckSide | None) -> Compared:
                 view["difference"] = None
         views.append(view)
     compared.entry["views"] = views
+    compared.entry["pictures_changed"] = [v["name"] for v in views if v.get("changed")]
     return compared
+
+
+# What an exported SVG says about itself (kicad-cli writes the time of the export there).
+_SVG_LABELS = re.compile(rb"<title>.*?</title>|<desc>.*?</desc>", re.DOTALL)
+
+
+def _drawing(data: bytes | None) -> bytes | None:
+    """An image's bytes less what changes at every export, to tell whether two differ."""
+    return None if data is None else _SVG_LABELS.sub(b"", data[:4096]) + data[4096:]
 
 
 def _views(side: CheckSide | None) -> list[str]:
