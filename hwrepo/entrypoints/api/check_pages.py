@@ -135,7 +135,8 @@ def _erc_page(backends: Backends, project: Project, check: Check, details: dict)
         **found,
         "heading": "Violations",
         "drawing_class": "schematic",
-        "kicad_bridge": True,
+        # KiCad's API drives only its PCB editor: the bridge cannot show a schematic's items
+        "kicad_bridge": False,
         "positions": _positions(details, lambda i: _sheet_key(i.get("sheet"))),
     }
 
