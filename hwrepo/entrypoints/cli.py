@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Iterator
@@ -13,14 +12,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hwrepo.config import Settings, default_concurrency, load_settings
 from hwrepo.domain.errors import HwrepoError
-from hwrepo.domain.model import utcnow
 from hwrepo.entrypoints import client_cli, kicad_cli
 
-# The server side (index, storage, set-up) is imported by the commands that use it: the client
-# commands (`hwrepo push` in a CI job) start without it.
+# The server side (settings, index, storage, set-up) is imported by the commands that use it:
+# the client commands (`hwrepo push` in a CI job) start without it.
 if TYPE_CHECKING:
+    from hwrepo.config import Settings
     from hwrepo.service_layer.backends import Backends
 
 app = typer.Typer(
@@ -44,6 +42,8 @@ DataDir = Annotated[
 
 
 def _settings(data_dir: Path | None, **extra: object) -> Settings:
+    from hwrepo.config import load_settings
+
     return load_settings(data_dir=data_dir, **extra)
 
 
@@ -190,6 +190,7 @@ def worker(
     plan: Annotated[bool, typer.Option(help="Also plan revisions into checks")] = True,
 ) -> None:
     """Run a check worker (and planner): needs S3 and NATS, never the database."""
+    from hwrepo.config import default_concurrency
     from hwrepo.entrypoints.worker import WorkerOptions, run_worker
 
     settings = _settings(data_dir)
@@ -261,6 +262,7 @@ def tokens_create(
     data_dir: DataDir = None,
 ) -> None:
     """Create an API token for user NAME and print it (alone on its line, on stdout)."""
+    from hwrepo.domain.model import utcnow
     from hwrepo.service_layer import users as users_service
 
     expires = utcnow() + timedelta(days=expires_days) if expires_days else None
@@ -291,6 +293,8 @@ def reindex(data_dir: DataDir = None) -> None:
 @app.command()
 def streams(data_dir: DataDir = None) -> None:
     """Create or update the JetStream streams (done by `hwrepo up` too)."""
+    import asyncio
+
     from hwrepo.service_layer import bootstrap
 
     try:

@@ -180,3 +180,24 @@ def test_in_sandbox_modules_import_nothing_heavy() -> None:
     done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert HEAVY.isdisjoint(done.stdout.split()), HEAVY & set(done.stdout.split())
+
+
+SERVER_SIDE = {"sqlalchemy", "alembic", "minio", "nats", "fastapi", "starlette", "jinja2"}
+
+
+def test_the_command_line_starts_without_the_server_side() -> None:
+    """`hwrepo push` in a CI job loads the client only: no index, store, event bus, web
+    framework or server settings until a server command asks for them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hwrepo.entrypoints.cli\n"
+        "print(' '.join(sorted({n.split('.')[0] for n in sys.modules})))\n"
+        "print('hwrepo.config' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded, config = done.stdout.splitlines()
+    assert SERVER_SIDE.isdisjoint(loaded.split()), SERVER_SIDE & set(loaded.split())
+    assert "pydantic_settings" not in loaded.split() and config == "False"
