@@ -3,7 +3,10 @@ revision's last check ends, compares it with its parent (comparison.ready).
 
 A durable pull consumer (`hwrepo-recorder`) shared by every API process; recording is
 idempotent (see hwrepo.domain.checks.accepts), so redeliveries and duplicates are harmless. An
-event is acked only after its transaction committed.
+event is acked only after its transaction committed. Events come in small batches with a short
+ack wait: an event handed to an API process that was lost on its way (a NATS node or the
+process going down) is delivered again within seconds, so that a check's state in the index is
+never long behind its events.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from hwrepo.service_layer import checks, comparisons
 from hwrepo.service_layer.backends import Backends
 
 log = logging.getLogger(__name__)
+DURABLE = "hwrepo-recorder"
+ACK_WAIT_S = 10
+BATCH = 10
+RECORDER_CONFIG = {"ack_policy": AckPolicy.EXPLICIT, "ack_wait": ACK_WAIT_S, "max_deliver": -1}
 RECORDED = {
     events.RevisionPlanned.TYPE,
     events.CheckQueued.TYPE,
@@ -31,20 +38,23 @@ RECORDED = {
 
 async def record_events(backends: Backends, nc: Client, stop: asyncio.Event) -> None:
     js = nc.jetstream()
+    subject = f"{events.EVENTS_SUBJECT_PREFIX}.>"
+    config = ConsumerConfig(
+        durable_name=DURABLE,
+        filter_subject=subject,
+        deliver_policy=DeliverPolicy.ALL,
+        **RECORDER_CONFIG,
+    )
+    try:  # a consumer made by an earlier release gets today's ack wait
+        await js.add_consumer(events.EVENTS_STREAM, config=config)
+    except Exception as exc:
+        log.warning("recorder: could not update the consumer %s: %s", DURABLE, exc)
     sub = await js.pull_subscribe(
-        f"{events.EVENTS_SUBJECT_PREFIX}.>",
-        durable="hwrepo-recorder",
-        stream=events.EVENTS_STREAM,
-        config=ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=30,
-            max_deliver=-1,
-            deliver_policy=DeliverPolicy.ALL,
-        ),
+        subject, durable=DURABLE, stream=events.EVENTS_STREAM, config=config
     )
     while not stop.is_set():
         try:
-            msgs = await sub.fetch(50, timeout=1)
+            msgs = await sub.fetch(BATCH, timeout=1)
         except (NatsTimeout, TimeoutError):
             continue
         except Exception as exc:
@@ -57,7 +67,13 @@ async def record_events(backends: Backends, nc: Client, stop: asyncio.Event) -> 
                 if event.type in RECORDED:
                     await asyncio.to_thread(checks.record, backends, event)
                 if event.type == events.CheckFinished.TYPE:
-                    await asyncio.to_thread(_prepare_comparison, backends, event)
+                    # a comparison may take longer than the ack wait: say it is being worked on
+                    work = asyncio.ensure_future(
+                        asyncio.to_thread(_prepare_comparison, backends, event)
+                    )
+                    while not (await asyncio.wait({work}, timeout=ACK_WAIT_S / 3))[0]:
+                        await msg.in_progress()
+                    work.result()
                 await msg.ack()
             except ServiceUnavailable as exc:
                 log.warning("recorder: %s; will retry", exc)

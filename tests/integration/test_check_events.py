@@ -12,8 +12,10 @@ from alembic import command
 from fastapi.testclient import TestClient
 
 from hwrepo.adapters.db.engine import alembic_config
+from hwrepo.config import Settings
 from hwrepo.domain import events
 from hwrepo.domain.checks import Check, CheckState, Job
+from hwrepo.entrypoints import embedded
 from hwrepo.service_layer import checks, jobs
 from hwrepo.service_layer.backends import Backends
 from tests.conftest import Actor
@@ -137,3 +139,46 @@ def test_superseded_checks_from_before_the_column_are_found_by_their_summary(
     assert stored(backends, job).superseded_by == 7
     r = api.get(f"{API}/alice/blinky/revisions/1/checks")
     assert r.json()["state"] == "superseded"
+
+
+def test_the_recorder_s_consumer_of_an_earlier_release_gets_the_short_ack_wait(
+    settings: Settings, backends: Backends, throwaway_nats: embedded.Server
+) -> None:
+    """An event lost on its way to an API process is delivered again after the recorder's ack
+    wait: a consumer made with the old 30 s is brought to today's when an API starts."""
+    import asyncio
+
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    from hwrepo.adapters import eventbus
+    from hwrepo.entrypoints import recorder
+    from hwrepo.service_layer import bootstrap
+
+    own = settings.model_copy(
+        update={"nats_urls": [f"nats://127.0.0.1:{throwaway_nats.ready_port}"]}
+    )
+
+    async def go() -> float:
+        await bootstrap.ensure_streams(own)
+        nc = await eventbus.connect(own, name="test-recorder")
+        try:
+            js = nc.jetstream()
+            old = ConsumerConfig(
+                durable_name=recorder.DURABLE,
+                filter_subject=f"{events.EVENTS_SUBJECT_PREFIX}.>",
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=30,
+                deliver_policy=DeliverPolicy.ALL,
+            )
+            await js.add_consumer(events.EVENTS_STREAM, config=old)
+            stop = asyncio.Event()
+            task = asyncio.create_task(recorder.record_events(backends, nc, stop))
+            await asyncio.sleep(1.5)
+            stop.set()
+            await task
+            info = await js.consumer_info(events.EVENTS_STREAM, recorder.DURABLE)
+            return float(info.config.ack_wait or 0)
+        finally:
+            await nc.close()
+
+    assert asyncio.run(go()) == recorder.ACK_WAIT_S
