@@ -42,6 +42,7 @@ from typing import Any
 from common import (
     DESIGNS,
     E2E,
+    EventClock,
     Pipeline,
     Stack,
     handle_termination,
@@ -382,6 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--poll-s", type=float, default=0.05, help="how often the API is polled for the verdict"
     )
+    parser.add_argument(
+        "--poll-while-running",
+        action="store_true",
+        help="poll the API while the job runs too (by default the wait follows the event stream "
+        "until check.finished is stored, then polls: a poller in this process takes CPU from the "
+        "job it times)",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -434,8 +442,12 @@ def main(argv: list[str] | None = None) -> int:
             round_start = time.monotonic()
             data_dir = stack.root / f"worker-{n + 1}"
             link_envs(data_dir / "worker" / "kinds" / KIND, envs_dir)
-            with stack.pipeline([KIND], data_dir=data_dir) as pipe:
+            with (
+                stack.pipeline([KIND], data_dir=data_dir) as pipe,
+                EventClock(pipe.settings.nats_urls[0]) as clock,
+            ):
                 pipe.poll_s = args.poll_s
+                pipe.clock = None if args.poll_while_running else clock
                 for row in rows:
                     p = row.revisions.params
                     env = envs[(p.cocotb, tuple(sorted(p.requirements)))]

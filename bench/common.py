@@ -223,6 +223,10 @@ class Pipeline:
     headers: dict[str, str]
     owner: str
     poll_s: float = 0.05
+    # With a clock, a wait first follows the event stream until the wanted checks' check.finished
+    # is stored (no requests meanwhile: a poller would take CPU from the job it times), then
+    # polls the API every `poll_s` until they are final there.
+    clock: EventClock | None = None
     _projects: set[str] = field(default_factory=set)
 
     def project(self, name: str) -> str:
@@ -290,6 +294,16 @@ class Pipeline:
         rev = upload_dir(self.client, self.headers, project, directory, message=message)
         upload_s = time.perf_counter() - t0
         deadline = t0 + timeout_s
+        if self.clock is not None:
+            for kind, name in wanted:
+
+                def finished(e: StoredEvent, kind: str = kind, name: str | None = name) -> bool:
+                    return e.data.get("kind") == kind and name in (None, e.data.get("name"))
+
+                left = max(1.0, deadline - time.perf_counter())
+                self.clock.first(
+                    "check.finished", project, rev["number"], where=finished, timeout_s=left
+                )
         seen: dict[int, tuple[float, dict[str, Any]]] = {}
         revision_s: float | None = None
         while True:
