@@ -56,8 +56,8 @@ import httpx
 from bench_simulation import (
     Bare,
     Revisions,
+    add_job_options,
     bare_run,
-    default_env_cache,
     ensure_envs,
     env_names,
     link_envs,
@@ -598,18 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         help="bare jobs also run as many at a time as hwrepo has slots, for the throughput the "
         "bare job itself reaches on this machine (0: not; default: %(default)s)",
     )
-    parser.add_argument(
-        "--waves",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="record a waveform, in hwrepo and in the bare run alike (hwrepo's default: on)",
-    )
-    parser.add_argument(
-        "--env-cache",
-        type=Path,
-        default=default_env_cache(),
-        help="the directory whose envs/ holds the Python environments (default: %(default)s)",
-    )
+    add_job_options(parser)
     parser.add_argument(
         "--upload-threads", type=int, default=4, help="clients uploading the revisions at once"
     )

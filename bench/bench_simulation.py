@@ -343,6 +343,22 @@ def default_env_cache() -> Path:
     return Path(os.environ.get("HWREPO_TEST_CACHE", "/tmp/hwrepo-test-cache")) / "simulation"
 
 
+def add_job_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the simulated job that the simulation benchmarks share."""
+    parser.add_argument(
+        "--waves",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record a waveform, in hwrepo and in the bare run alike (hwrepo's default: on)",
+    )
+    parser.add_argument(
+        "--env-cache",
+        type=Path,
+        default=default_env_cache(),
+        help="the directory whose envs/ holds the Python environments (default: %(default)s)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -356,18 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         help="directories of designs/ (or paths) with one cocotb testbench (default: %(default)s)",
     )
     parser.add_argument("--simulators", nargs="+", choices=SIMULATORS, default=list(SIMULATORS))
-    parser.add_argument(
-        "--waves",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="record a waveform, in hwrepo and in the bare run alike (hwrepo's default: on)",
-    )
-    parser.add_argument(
-        "--env-cache",
-        type=Path,
-        default=default_env_cache(),
-        help="the directory whose envs/ holds the Python environments (default: %(default)s)",
-    )
+    add_job_options(parser)
     parser.add_argument(
         "--build-envs",
         action="store_true",
