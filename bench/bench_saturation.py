@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import resource
 import statistics
@@ -331,15 +330,10 @@ class Baseline:
 
 
 def worker_env(settings: Settings, cache: Path, **more: str) -> dict[str, str]:
-    """A worker process's configuration, as HWREPO_* variables (cluster.py's way)."""
+    """A worker process's configuration, as HWREPO_* variables: the stack's settings, no demo
+    projects, no cancelling of superseded jobs (every queued job is to run), its own cache."""
     return {
-        "HWREPO_DATA_DIR": str(settings.data_dir),
-        "HWREPO_S3_ENDPOINT": str(settings.s3_endpoint),
-        "HWREPO_S3_ACCESS_KEY": str(settings.s3_access_key),
-        "HWREPO_S3_SECRET_KEY": str(settings.s3_secret_key),
-        "HWREPO_S3_BUCKET": settings.s3_bucket,
-        "HWREPO_NATS_URLS": json.dumps(settings.nats_urls),
-        "HWREPO_DATABASE_URL": str(settings.database_url),
+        **settings.as_environment(),
         "HWREPO_SEED_DEMO_PROJECTS": "false",
         "HWREPO_CANCEL_SUPERSEDED": "false",
         "HWREPO_WORKER_CACHE_DIR": str(cache),

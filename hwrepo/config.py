@@ -7,6 +7,7 @@ a SeaweedFS S3 server, a nats-server and SQLite, all under the data directory.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 import tomllib
@@ -118,6 +119,17 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as the HWREPO_* variables that hand them to another process (the
+        parts `hwrepo cluster` starts, a test's or a benchmark's worker): every field given
+        explicitly, in the form this class reads back (lists and tables as JSON)."""
+        env = {}
+        for name, value in self.model_dump(mode="json", exclude_unset=True).items():
+            if value is not None:
+                text = value if isinstance(value, str) else json.dumps(value)
+                env[f"{self.model_config.get('env_prefix', '')}{name}".upper()] = text
+        return env
 
     # -- derived -------------------------------------------------------------------------
     @property

@@ -107,20 +107,7 @@ class Cluster:
         )
 
     def _env(self, settings: Settings, **more: str) -> dict[str, str]:
-        env = {
-            "HWREPO_DATA_DIR": str(settings.data_dir),
-            "HWREPO_S3_ENDPOINT": str(settings.s3_endpoint),
-            "HWREPO_S3_ACCESS_KEY": str(settings.s3_access_key),
-            "HWREPO_S3_SECRET_KEY": str(settings.s3_secret_key),
-            "HWREPO_NATS_URLS": json.dumps(settings.nats_urls),
-            "HWREPO_NATS_USER": "hwrepo",
-            "HWREPO_NATS_PASSWORD": self.secrets["nats_password"],
-            "HWREPO_NATS_STREAM_REPLICAS": str(NODES),
-            "HWREPO_DATABASE_URL": self.database_url,
-            "HWREPO_SEED_DEMO_PROJECTS": "false",
-            **self.extra_env,
-            **more,
-        }
+        env = {**settings.as_environment(), **self.extra_env, **more}
         if self.worker_cache_dir is not None:
             env["HWREPO_WORKER_CACHE_DIR"] = str(self.worker_cache_dir)
         return env

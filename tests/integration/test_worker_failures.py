@@ -48,14 +48,8 @@ def stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Backen
 def _env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {
         **os.environ,
-        "HWREPO_DATA_DIR": str(settings.data_dir),
-        "HWREPO_S3_ENDPOINT": str(settings.s3_endpoint),
-        "HWREPO_S3_ACCESS_KEY": str(settings.s3_access_key),
-        "HWREPO_S3_SECRET_KEY": str(settings.s3_secret_key),
-        "HWREPO_S3_BUCKET": settings.s3_bucket,
-        "HWREPO_NATS_URLS": json.dumps(settings.nats_urls),
+        **settings.as_environment(),
         "HWREPO_DATABASE_URL": "sqlite:////nonexistent/the-worker-never-opens-it.sqlite3",
-        "HWREPO_JOB_ACK_WAIT_S": str(settings.job_ack_wait_s),
         "HWREPO_WORKER_CACHE_DIR": str(CACHE),
     }
     env.update(extra)
