@@ -12,6 +12,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -172,6 +173,15 @@ async def live_worker_kinds(js: JetStreamContext) -> set[str]:
         if entry.value:
             kinds.update(json.loads(entry.value).get("kinds", []))
     return kinds
+
+
+async def keep_alive(msg: Msg, every_s: float) -> None:
+    """Tell JetStream, every `every_s` until cancelled, that `msg` is still being worked on
+    (so that it is not delivered again meanwhile)."""
+    while True:
+        await asyncio.sleep(every_s)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
 
 
 async def publish(js: JetStreamContext, subject: str, payload: bytes, msg_id: str) -> int:

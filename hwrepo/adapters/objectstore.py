@@ -269,12 +269,8 @@ class ObjectStore:
         self._call(lambda: self.client.remove_object(self.bucket, key))
 
     def list_keys(self, prefix: str) -> Iterator[str]:
-        objects = self._call(
-            lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
-        )
-        for obj in objects:
-            if obj.object_name is not None:
-                yield obj.object_name
+        for key, _ in self.list_sizes(prefix):
+            yield key
 
     def list_sizes(self, prefix: str) -> list[tuple[str, int]]:
         """The objects under `prefix` with their sizes, by name."""

@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from hwrepo.adapters import eventbus
 from hwrepo.domain import events
 from hwrepo.domain.errors import ServiceUnavailable
 from hwrepo.service_layer import checks, comparisons
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 DURABLE = "hwrepo-recorder"
 ACK_WAIT_S = 10
 BATCH = 10
-RECORDER_CONFIG = {"ack_policy": AckPolicy.EXPLICIT, "ack_wait": ACK_WAIT_S, "max_deliver": -1}
 RECORDED = {
     events.RevisionPlanned.TYPE,
     events.CheckQueued.TYPE,
@@ -43,7 +43,9 @@ async def record_events(backends: Backends, nc: Client, stop: asyncio.Event) -> 
         durable_name=DURABLE,
         filter_subject=subject,
         deliver_policy=DeliverPolicy.ALL,
-        **RECORDER_CONFIG,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT_S,
+        max_deliver=-1,
     )
     try:  # a consumer made by an earlier release gets today's ack wait
         await js.add_consumer(events.EVENTS_STREAM, config=config)
@@ -67,13 +69,12 @@ async def record_events(backends: Backends, nc: Client, stop: asyncio.Event) -> 
                 if event.type in RECORDED:
                     await asyncio.to_thread(checks.record, backends, event)
                 if event.type == events.CheckFinished.TYPE:
-                    # a comparison may take longer than the ack wait: say it is being worked on
-                    work = asyncio.ensure_future(
-                        asyncio.to_thread(_prepare_comparison, backends, event)
-                    )
-                    while not (await asyncio.wait({work}, timeout=ACK_WAIT_S / 3))[0]:
-                        await msg.in_progress()
-                    work.result()
+                    # a comparison may take longer than the ack wait
+                    heartbeat = asyncio.create_task(eventbus.keep_alive(msg, ACK_WAIT_S / 3))
+                    try:
+                        await asyncio.to_thread(_prepare_comparison, backends, event)
+                    finally:
+                        heartbeat.cancel()
                 await msg.ack()
             except ServiceUnavailable as exc:
                 log.warning("recorder: %s; will retry", exc)

@@ -71,13 +71,6 @@ async def _publish(js: JetStreamContext, event: events.Event) -> None:
     await eventbus.publish(js, event.nats_subject, event.to_json(), event.id)
 
 
-async def _keep_alive(msg: Msg, every_s: float) -> None:
-    while True:
-        await asyncio.sleep(every_s)
-        with contextlib.suppress(Exception):
-            await msg.in_progress()
-
-
 class Worker:
     def __init__(self, settings: Settings, options: WorkerOptions) -> None:
         self.settings = settings
@@ -169,7 +162,7 @@ class Worker:
     async def plan(self, js: JetStreamContext, msg: Msg) -> None:
         event = events.Event.from_json(msg.data)
         created = events.RevisionCreated.model_validate(event.data)
-        heartbeat = asyncio.create_task(_keep_alive(msg, self.options.ack_wait_s / 4))
+        heartbeat = asyncio.create_task(eventbus.keep_alive(msg, self.options.ack_wait_s / 4))
         try:
             plan = await asyncio.to_thread(
                 planner.plan_revision, self.store, all_kinds(), created.manifest
@@ -236,7 +229,9 @@ class Worker:
                 continue
             msgs = await _fetch(sub, timeout=1, what=f"{kind} jobs")
             for msg in msgs:
-                keep_alive = asyncio.create_task(_keep_alive(msg, self.options.ack_wait_s / 4))
+                keep_alive = asyncio.create_task(
+                    eventbus.keep_alive(msg, self.options.ack_wait_s / 4)
+                )
                 try:
                     async with self.slots:
                         keep_alive.cancel()
@@ -270,7 +265,7 @@ class Worker:
             return
         kind = self.kinds[job.kind]
         await _publish(js, jobs.started_event(job, attempt))
-        heartbeat = asyncio.create_task(_keep_alive(msg, self.options.ack_wait_s / 4))
+        heartbeat = asyncio.create_task(eventbus.keep_alive(msg, self.options.ack_wait_s / 4))
         try:
             finished = await asyncio.to_thread(jobs.execute, self.store, kind, job, self.dirs)
         finally:

@@ -235,12 +235,11 @@ class LogPage:
 def log_page(backends: Backends, check: Check, offset: int, limit: int) -> LogPage:
     """A byte range of the check's log: the stored log of a run that ended, or, while the
     check is queued or running, of what its worker has copied so far (livelog)."""
-    stored = next((a for a in check.artifacts if a.get("name") == "log.txt"), None)
-    if stored is None and not check.state.final:
+    if not check.state.final and not any(a.get("name") == "log.txt" for a in check.artifacts):
         prefix = live_log_prefix(check.project_id, check.revision, check.id, check.run)
         data, size = livelog.read(backends.store, prefix, offset, limit)
         return LogPage(data, size, live=True)
-    item = artifact(check, "log.txt")
+    item = artifact(check, "log.txt")  # NotFound, naming what there is, for a run without one
     size = int(item["size"])
     if offset >= size:
         return LogPage(b"", size, live=False)

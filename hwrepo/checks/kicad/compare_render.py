@@ -30,11 +30,10 @@ _VIEWBOX = re.compile(
     + rb")\s*[\"']",
     re.S,
 )
-# feColorMatrix rows making every drawn pixel one colour, keeping its opacity.
-# Each revision's drawing in one colour, where it draws: board layers are drawn on nothing
-# (their alpha says where), schematic sheets on an opaque page, where ink is what is darker
-# than the page (alpha from 1 - luminance, less KiCad's off-white page), so that the page
-# itself stays white.
+# feColorMatrix rows drawing each revision in one colour where it draws: board layers are drawn
+# on nothing (their opacity says where: _TINT); schematic sheets on an opaque page, where ink is
+# what is darker than the page (opacity from 1 - luminance, less KiCad's off-white page: _INK),
+# so that the page itself stays white.
 _TINT = "0 0 0 0 {r} 0 0 0 0 {g} 0 0 0 0 {b} 0 0 0 1 0"
 _INK = "0 0 0 0 {r} 0 0 0 0 {g} 0 0 0 0 {b} -0.2658 -0.894 -0.0903 1.25 -0.1"
 OLDER, NEWER = (1.0, 0.15, 0.15), (0.1, 0.45, 1.0)
