@@ -124,10 +124,10 @@ def authenticate(backends: Backends, token: str) -> Credentials:
         raise Unauthenticated("the API token is not valid (hwrepo tokens start with 'hwr_')")
     digest = token_digest(token)
     with backends.reading() as index:
-        user = index.user_by_token(digest)
-    found = next((t for t in user.tokens if t.sha256 == digest), None) if user else None
-    if user is None or found is None:
+        credentials = index.credentials(digest)
+    if credentials is None:
         raise Unauthenticated("the API token is not valid (unknown or deleted)")
+    user, found = credentials
     if (problem := found.problem(utcnow())) is not None:
         raise Unauthenticated(problem)
     return Credentials(user, found)

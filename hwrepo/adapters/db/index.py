@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Row, Select, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from hwrepo.adapters.db.orm import (
@@ -63,64 +63,31 @@ class ProjectQuery:
     per_page: int = 20
 
 
+def _token(row: Any, prefix: str = "") -> Token:
+    return Token(
+        id=getattr(row, prefix + "id"),
+        name=row.name if not prefix else getattr(row, prefix + "name"),
+        sha256=getattr(row, prefix + "sha256"),
+        created=getattr(row, prefix + "created"),
+        scope=getattr(row, prefix + "scope") or "write",
+        expires=getattr(row, prefix + "expires"),
+        revoked=getattr(row, prefix + "revoked"),
+    )
+
+
 def _user(row: UserRow) -> User:
     return User(
         id=row.id,
         name=row.name,
         admin=row.admin,
         created=row.created,
-        tokens=[
-            Token(
-                id=t.id,
-                name=t.name,
-                sha256=t.sha256,
-                created=t.created,
-                scope=t.scope or "write",
-                expires=t.expires,
-                revoked=t.revoked,
-            )
-            for t in row.tokens
-        ],
+        tokens=[_token(t) for t in row.tokens],
         password_hash=row.password_hash,
     )
 
 
-def _project(row: ProjectRow) -> Project:
-    return Project(
-        id=row.id,
-        owner=row.owner.name,
-        name=row.name,
-        kind=ProjectKind(row.kind),
-        visibility=Visibility(row.visibility),
-        licence=row.licence,
-        description=row.description,
-        topics=[t.topic for t in row.topics],
-        links=[ProjectLink(**link) for link in row.links],
-        members={m.user.name: Role(m.role) for m in row.members},
-        created=row.created,
-        updated=row.updated,
-        waivers=list(row.waivers or []),
-        required_checks=list(row.required_checks or []),
-        required_approvals=int(row.required_approvals or 0),
-    )
-
-
-def _revision(row: RevisionRow) -> Revision:
-    return Revision(
-        id=row.id,
-        project_id=row.project_id,
-        number=row.number,
-        parent=row.parent,
-        message=row.message,
-        author=row.author.name,
-        created=row.created,
-        files=[FileEntry(f.path, f.size, f.sha256, f.media_type) for f in row.files],
-        idempotency_key=row.idempotency_key,
-        fingerprint=row.fingerprint,
-    )
-
-
-def _check(row: CheckRow) -> Check:
+def _check(row: Any) -> Check:
+    """A check from its ORM object or a row of its table's columns."""
     return Check(
         id=row.id,
         revision_id=row.revision_id,
@@ -144,7 +111,84 @@ def _check(row: CheckRow) -> Check:
     )
 
 
-_PROJECT_LOAD = (
+# The reads every request makes (its token, a project, a revision, its checks) are plain
+# statements over the tables, built once: loading ORM objects for them cost most of a request.
+_users = UserRow.__table__
+_tokens = TokenRow.__table__
+_projects = ProjectRow.__table__
+_topics = ProjectTopicRow.__table__
+_members = MemberRow.__table__
+_revisions = RevisionRow.__table__
+_files = RevisionFileRow.__table__
+_checks = CheckRow.__table__
+_threads = ReviewThreadRow.__table__
+_verdicts = ReviewVerdictRow.__table__
+
+_CREDENTIALS = (
+    select(
+        _users.c.id,
+        _users.c.name,
+        _users.c.admin,
+        _users.c.created,
+        _users.c.password_hash,
+        *(c.label("token_" + c.name) for c in _tokens.c if c.name != "user_id"),
+    )
+    .join_from(_tokens, _users, _tokens.c.user_id == _users.c.id)
+    .where(_tokens.c.sha256 == bindparam("sha256"))
+)
+_PROJECT_COLUMNS = select(*_projects.c, _users.c.name.label("owner_name")).join_from(
+    _projects, _users, _projects.c.owner_id == _users.c.id
+)
+_PROJECT_BY_NAME = _PROJECT_COLUMNS.where(
+    _users.c.name == bindparam("owner"), _projects.c.name == bindparam("name")
+)
+_PROJECT_BY_ID = _PROJECT_COLUMNS.where(_projects.c.id == bindparam("id"))
+_TOPICS = (
+    select(_topics.c.project_id, _topics.c.topic)
+    .where(_topics.c.project_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_topics.c.project_id, _topics.c.position)
+)
+_MEMBERS = (
+    select(_members.c.project_id, _users.c.name, _members.c.role)
+    .join_from(_members, _users, _members.c.user_id == _users.c.id)
+    .where(_members.c.project_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_members.c.project_id, _users.c.name)
+)
+_REVISION = (
+    select(*_revisions.c, _users.c.name.label("author_name"))
+    .join_from(_revisions, _users, _revisions.c.author_id == _users.c.id)
+    .where(_revisions.c.project_id == bindparam("project_id"))
+    .where(_revisions.c.number == bindparam("number"))
+)
+_FILES = (
+    select(_files.c.path, _files.c.size, _files.c.sha256, _files.c.media_type)
+    .where(_files.c.revision_id == bindparam("revision_id"))
+    .order_by(_files.c.path)
+)
+_PLAN_STATE = select(_revisions.c.planned, _revisions.c.plan_errors).where(
+    _revisions.c.id == bindparam("revision_id")
+)
+_CHECK = select(_checks).where(_checks.c.id == bindparam("id"))
+_REVISION_CHECKS = (
+    select(_checks)
+    .where(_checks.c.revision_id == bindparam("revision_id"))
+    .order_by(_checks.c.kind, _checks.c.name)
+)
+_VERDICTS = (
+    select(_verdicts.c.document)
+    .where(_verdicts.c.project_id == bindparam("project_id"))
+    .where(_verdicts.c.revision == bindparam("revision"))
+    .order_by(_verdicts.c.created)
+)
+_OPEN_THREADS = (
+    select(func.count())
+    .select_from(_threads)
+    .where(_threads.c.project_id == bindparam("project_id"))
+    .where(_threads.c.revision == bindparam("revision"))
+    .where(_threads.c.resolved.is_(False))
+)
+
+_PROJECT_LOAD = (  # what save_project changes with a project
     selectinload(ProjectRow.owner),
     selectinload(ProjectRow.topics),
     selectinload(ProjectRow.members).selectinload(MemberRow.user),
@@ -154,6 +198,44 @@ _PROJECT_LOAD = (
 class Index:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def _rows(self, stmt: Select[Any], **params: Any) -> list[Row[Any]]:
+        """A statement's rows, through the session's connection (no ORM objects), after what
+        the unit of work changed so far (the session's autoflush does not see these reads)."""
+        self.session.flush()
+        return list(self.session.connection().execute(stmt, params))
+
+    def _projects_of(self, rows: list[Row[Any]]) -> list[Project]:
+        """Projects from rows of _PROJECT_COLUMNS, with their topics and members."""
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        topics: dict[str, list[str]] = {i: [] for i in ids}
+        for t in self._rows(_TOPICS, ids=ids):
+            topics[t.project_id].append(t.topic)
+        members: dict[str, dict[str, Role]] = {i: {} for i in ids}
+        for m in self._rows(_MEMBERS, ids=ids):
+            members[m.project_id][m.name] = Role(m.role)
+        return [
+            Project(
+                id=r.id,
+                owner=r.owner_name,
+                name=r.name,
+                kind=ProjectKind(r.kind),
+                visibility=Visibility(r.visibility),
+                licence=r.licence,
+                description=r.description,
+                topics=topics[r.id],
+                links=[ProjectLink(**link) for link in r.links or []],
+                members=members[r.id],
+                created=r.created,
+                updated=r.updated,
+                waivers=list(r.waivers or []),
+                required_checks=list(r.required_checks or []),
+                required_approvals=int(r.required_approvals or 0),
+            )
+            for r in rows
+        ]
 
     # -- users -----------------------------------------------------------------------------
     def user(self, name: str) -> User | None:
@@ -165,11 +247,22 @@ class Index:
             select(UserRow).where(UserRow.name == name).options(selectinload(UserRow.tokens))
         ).one_or_none()
 
-    def user_by_token(self, sha256: str) -> User | None:
-        row = self.session.scalars(
-            select(UserRow).join(TokenRow).where(TokenRow.sha256 == sha256)
-        ).one_or_none()
-        return _user(row) if row else None
+    def credentials(self, sha256: str) -> tuple[User, Token] | None:
+        """The user a token's digest names and that token (the user's `tokens` hold only it)."""
+        rows = self._rows(_CREDENTIALS, sha256=sha256)
+        if not rows:
+            return None
+        r = rows[0]
+        token = _token(r, "token_")
+        user = User(
+            id=r.id,
+            name=r.name,
+            admin=r.admin,
+            created=r.created,
+            tokens=[token],
+            password_hash=r.password_hash,
+        )
+        return user, token
 
     def users(self) -> list[User]:
         rows = self.session.scalars(
@@ -249,20 +342,13 @@ class Index:
 
     # -- projects --------------------------------------------------------------------------
     def project(self, owner: str, name: str, *, for_update: bool = False) -> Project | None:
-        stmt = (
-            select(ProjectRow)
-            .join(UserRow, ProjectRow.owner_id == UserRow.id)
-            .where(UserRow.name == owner, ProjectRow.name == name)
-            .options(*_PROJECT_LOAD)
-        )
-        if for_update:
-            stmt = stmt.with_for_update(of=ProjectRow)
-        row = self.session.scalars(stmt).one_or_none()
-        return _project(row) if row else None
+        stmt = _PROJECT_BY_NAME.with_for_update(of=_projects) if for_update else _PROJECT_BY_NAME
+        found = self._projects_of(self._rows(stmt, owner=owner, name=name))
+        return found[0] if found else None
 
     def project_by_id(self, project_id: str) -> Project | None:
-        row = self.session.get(ProjectRow, project_id, options=list(_PROJECT_LOAD))
-        return _project(row) if row else None
+        found = self._projects_of(self._rows(_PROJECT_BY_ID, id=project_id))
+        return found[0] if found else None
 
     def project_waivers(self, project_id: str) -> list[dict[str, Any]]:
         """The project's waivers as stored ([] for an unknown project)."""
@@ -277,50 +363,46 @@ class Index:
     @staticmethod
     def _visible_to(stmt: Any, viewer: User | None) -> Any:
         if viewer is None:
-            return stmt.where(ProjectRow.visibility == Visibility.PUBLIC.value)
+            return stmt.where(_projects.c.visibility == Visibility.PUBLIC.value)
         if viewer.admin:
             return stmt
-        member_of = select(MemberRow.project_id).where(MemberRow.user_id == viewer.id)
+        member_of = select(_members.c.project_id).where(_members.c.user_id == viewer.id)
         return stmt.where(
             or_(
-                ProjectRow.visibility == Visibility.PUBLIC.value,
-                ProjectRow.owner_id == viewer.id,
-                ProjectRow.id.in_(member_of),
+                _projects.c.visibility == Visibility.PUBLIC.value,
+                _projects.c.owner_id == viewer.id,
+                _projects.c.id.in_(member_of),
             )
         )
 
     def search_projects(self, query: ProjectQuery) -> tuple[list[Project], int]:
-        stmt = select(ProjectRow).join(UserRow, ProjectRow.owner_id == UserRow.id)
-        stmt = self._visible_to(stmt, query.viewer)
+        stmt = self._visible_to(_PROJECT_COLUMNS, query.viewer)
         if query.kind:
-            stmt = stmt.where(ProjectRow.kind == query.kind.value)
+            stmt = stmt.where(_projects.c.kind == query.kind.value)
         if query.owner:
-            stmt = stmt.where(UserRow.name == query.owner)
+            stmt = stmt.where(_users.c.name == query.owner)
         if query.licence:
-            stmt = stmt.where(ProjectRow.licence == query.licence)
+            stmt = stmt.where(_projects.c.licence == query.licence)
         if query.topic:
-            tagged = select(ProjectTopicRow.project_id).where(
-                ProjectTopicRow.topic == query.topic.lower()
-            )
-            stmt = stmt.where(ProjectRow.id.in_(tagged))
+            tagged = select(_topics.c.project_id).where(_topics.c.topic == query.topic.lower())
+            stmt = stmt.where(_projects.c.id.in_(tagged))
         if query.text:
             pattern = (
                 "%" + query.text.lower().replace("\\", "").replace("%", "").replace("_", "") + "%"
             )
             stmt = stmt.where(
                 or_(
-                    func.lower(ProjectRow.name).like(pattern),
-                    func.lower(ProjectRow.description).like(pattern),
+                    func.lower(_projects.c.name).like(pattern),
+                    func.lower(_projects.c.description).like(pattern),
                 )
             )
-        total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-        rows = self.session.scalars(
-            stmt.options(*_PROJECT_LOAD)
-            .order_by(ProjectRow.updated.desc(), ProjectRow.id)
+        total = self._rows(select(func.count()).select_from(stmt.subquery()))[0][0]
+        rows = self._rows(
+            stmt.order_by(_projects.c.updated.desc(), _projects.c.id)
             .offset((query.page - 1) * query.per_page)
             .limit(query.per_page)
         )
-        return [_project(r) for r in rows], total
+        return self._projects_of(rows), int(total or 0)
 
     def save_project(self, project: Project) -> None:
         """Insert or update a project with its topics and members."""
@@ -393,12 +475,25 @@ class Index:
         self.session.flush()
 
     def revision(self, project_id: str, number: int) -> Revision | None:
-        row = self.session.scalars(
-            select(RevisionRow)
-            .where(RevisionRow.project_id == project_id, RevisionRow.number == number)
-            .options(selectinload(RevisionRow.files), selectinload(RevisionRow.author))
-        ).one_or_none()
-        return _revision(row) if row else None
+        rows = self._rows(_REVISION, project_id=project_id, number=number)
+        if not rows:
+            return None
+        r = rows[0]
+        return Revision(
+            id=r.id,
+            project_id=r.project_id,
+            number=r.number,
+            parent=r.parent,
+            message=r.message,
+            author=r.author_name,
+            created=r.created,
+            files=[
+                FileEntry(f.path, f.size, f.sha256, f.media_type)
+                for f in self._rows(_FILES, revision_id=r.id)
+            ],
+            idempotency_key=r.idempotency_key,
+            fingerprint=r.fingerprint,
+        )
 
     def revision_exists(self, revision_id: str) -> bool:
         return self.session.get(RevisionRow, revision_id) is not None
@@ -414,10 +509,10 @@ class Index:
 
     def plan_state(self, revision_id: str) -> tuple[bool, list[str]]:
         """(planned, planning errors) of a revision; (False, []) for an unknown one."""
-        row = self.session.get(RevisionRow, revision_id)
-        if row is None:
+        rows = self._rows(_PLAN_STATE, revision_id=revision_id)
+        if not rows:
             return False, []
-        return bool(row.planned), list(row.plan_errors or [])
+        return bool(rows[0].planned), list(rows[0].plan_errors or [])
 
     def revision_by_idempotency_key(self, project_id: str, key: str) -> Revision | None:
         number = self.session.scalar(
@@ -481,24 +576,23 @@ class Index:
     # -- checks ----------------------------------------------------------------------------
     def check(self, check_id: str, *, for_update: bool = False) -> Check | None:
         """One check; `for_update` locks its row until the unit of work ends."""
-        row = self.session.get(CheckRow, check_id, with_for_update=for_update)
-        return _check(row) if row else None
+        if for_update:  # save_check then changes the row the session holds
+            row = self.session.get(CheckRow, check_id, with_for_update=True)
+            return _check(row) if row else None
+        rows = self._rows(_CHECK, id=check_id)
+        return _check(rows[0]) if rows else None
 
     def revision_checks(
         self, revision_id: str, *, check_id: str | None = None, for_update: bool = False
     ) -> list[Check]:
         """The checks of a revision by kind and name (only `check_id`, if given); `for_update`
         locks their rows until the unit of work ends."""
-        stmt = (
-            select(CheckRow)
-            .where(CheckRow.revision_id == revision_id)
-            .order_by(CheckRow.kind, CheckRow.name)
-        )
+        stmt = _REVISION_CHECKS
         if check_id is not None:
-            stmt = stmt.where(CheckRow.id == check_id)
+            stmt = stmt.where(_checks.c.id == check_id)
         if for_update:
             stmt = stmt.with_for_update()
-        return [_check(r) for r in self.session.scalars(stmt)]
+        return [_check(r) for r in self._rows(stmt, revision_id=revision_id)]
 
     def save_check(self, check: Check) -> None:
         """Insert or update a check with every field of `check`."""
@@ -556,12 +650,7 @@ class Index:
         return [Thread.model_validate(r.document) for r in self.session.scalars(stmt)]
 
     def open_thread_count(self, project_id: str, revision: int) -> int:
-        stmt = select(func.count()).where(
-            ReviewThreadRow.project_id == project_id,
-            ReviewThreadRow.revision == revision,
-            ReviewThreadRow.resolved.is_(False),
-        )
-        return self.session.scalar(stmt) or 0
+        return int(self._rows(_OPEN_THREADS, project_id=project_id, revision=revision)[0][0])
 
     def save_thread(self, thread: Thread) -> None:
         row = self.session.get(ReviewThreadRow, thread.id)
@@ -579,12 +668,8 @@ class Index:
         self.session.flush()
 
     def verdicts(self, project_id: str, revision: int) -> list[Verdict]:
-        stmt = (
-            select(ReviewVerdictRow)
-            .where(ReviewVerdictRow.project_id == project_id, ReviewVerdictRow.revision == revision)
-            .order_by(ReviewVerdictRow.created)
-        )
-        return [Verdict.model_validate(r.document) for r in self.session.scalars(stmt)]
+        rows = self._rows(_VERDICTS, project_id=project_id, revision=revision)
+        return [Verdict.model_validate(r.document) for r in rows]
 
     def save_verdict(self, verdict: Verdict) -> None:
         key = (verdict.project_id, verdict.revision, verdict.reviewer)
