@@ -96,6 +96,9 @@ def create_app(
         version=__version__,
         description="An event-driven repository for open hardware designs.",
         lifespan=lifespan,
+        # No OpenTelemetry provider is set up here (hwrepo's metrics are Prometheus', /metrics),
+        # so FastAPI's own instrumentation would only ask for one on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     problems.install(app)
     metrics.install(app)
