@@ -15,6 +15,7 @@ from hwrepo.adapters.db.index import Index
 from hwrepo.adapters.objectstore import ObjectStore
 from hwrepo.adapters.objectstore import from_settings as store_from_settings
 from hwrepo.config import Settings, private_dir
+from hwrepo.service_layer.readcache import ReadCache
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Backends:
     database: Database
     # Called after a transaction that wrote outbox events commits (wakes the relay early).
     event_listeners: list[Callable[[], None]] = field(default_factory=list)
+    # Answers read from the index, kept while its generation is unchanged (readcache).
+    read_cache: ReadCache = field(default_factory=ReadCache)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod

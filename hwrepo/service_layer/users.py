@@ -117,14 +117,32 @@ class Credentials:
     token: Token
 
 
-def authenticate(backends: Backends, token: str) -> Credentials:
+def authenticate(backends: Backends, token: str, generation: int | None = None) -> Credentials:
     """The user and token a secret names; Unauthenticated saying why when it names none, or
-    one that expired or was revoked."""
-    if not token.startswith(TOKEN_PREFIX):
-        raise Unauthenticated("the API token is not valid (hwrepo tokens start with 'hwr_')")
+    one that expired or was revoked. With the index's `generation` (read first), what the index
+    said of the token is kept for requests at that same generation (a revocation is a write)."""
+    kept = kept_credentials(backends, token, generation)
+    if kept is not None:
+        return kept
     digest = token_digest(token)
     with backends.reading() as index:
         credentials = index.credentials(digest)
+    if credentials is not None and generation is not None:
+        backends.read_cache.put(("credentials", digest), generation, credentials, 1024)
+    return _valid(credentials)
+
+
+def kept_credentials(backends: Backends, token: str, generation: int | None) -> Credentials | None:
+    """`authenticate` from what is kept for this generation alone (no database), or None."""
+    if not token.startswith(TOKEN_PREFIX):
+        raise Unauthenticated("the API token is not valid (hwrepo tokens start with 'hwr_')")
+    if generation is None:
+        return None
+    kept = backends.read_cache.get(("credentials", token_digest(token)), generation)
+    return None if kept is None else _valid(kept)
+
+
+def _valid(credentials: tuple[User, Token] | None) -> Credentials:
     if credentials is None:
         raise Unauthenticated("the API token is not valid (unknown or deleted)")
     user, found = credentials

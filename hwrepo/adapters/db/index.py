@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from hwrepo.adapters.db.orm import (
     CheckRow,
+    IndexStateRow,
     MemberRow,
     OutboxRow,
     ProjectRow,
@@ -122,8 +123,11 @@ _revisions = RevisionRow.__table__
 _files = RevisionFileRow.__table__
 _checks = CheckRow.__table__
 _threads = ReviewThreadRow.__table__
+_state = IndexStateRow.__table__
 _verdicts = ReviewVerdictRow.__table__
 
+GENERATION = select(_state.c.generation).where(_state.c.id == 1)
+_BUMP = update(_state).where(_state.c.id == 1).values(generation=_state.c.generation + 1)
 _CREDENTIALS = (
     select(
         _users.c.id,
@@ -204,6 +208,17 @@ class Index:
         the unit of work changed so far (the session's autoflush does not see these reads)."""
         self.session.flush()
         return list(self.session.connection().execute(stmt, params))
+
+    # -- the generation ------------------------------------------------------------------------
+    def generation(self) -> int:
+        """The index's generation: unchanged as long as nothing was written."""
+        return int(self._rows(GENERATION)[0][0])
+
+    def bump_generation(self) -> None:
+        """Part of every unit of work that writes (Database.writing), last before its commit:
+        the row's lock is then held only for the commit."""
+        self.session.flush()
+        self.session.connection().execute(_BUMP)
 
     def _projects_of(self, rows: list[Row[Any]]) -> list[Project]:
         """Projects from rows of _PROJECT_COLUMNS, with their topics and members."""

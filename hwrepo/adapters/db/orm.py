@@ -233,3 +233,12 @@ class ReviewVerdictRow(Base):
     verdict: Mapped[str] = mapped_column(String(20))
     created: Mapped[datetime]
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class IndexStateRow(Base):
+    """One row: the index's generation, bumped by every unit of work that writes, in the same
+    transaction. An answer read from the index stays valid while the generation is the same."""
+
+    __tablename__ = "index_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)

@@ -6,16 +6,27 @@ import secrets
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from hwrepo.domain.errors import Forbidden, Unauthenticated
 from hwrepo.domain.model import MAX_OFFSET, MAX_PAGE, User
-from hwrepo.service_layer import users
+from hwrepo.service_layer import readcache, users
 from hwrepo.service_layer.backends import Backends
 
 
 def get_backends(request: Request) -> Backends:
     return request.app.state.backends  # type: ignore[no-any-return]
+
+
+async def index_generation(request: Request, backends: Backends) -> int:
+    """The index's generation as this request first saw it (read once, before its data)."""
+    if "generation" not in request.state._state:
+        if backends.database.local:  # a file read of microseconds: cheaper than a thread hop
+            request.state.generation = readcache.generation(backends)
+        else:
+            request.state.generation = await run_in_threadpool(readcache.generation, backends)
+    return request.state.generation  # type: ignore[no-any-return]
 
 
 SESSION_COOKIE = "hwrepo_session"
@@ -60,7 +71,12 @@ async def current_user(
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("the Authorization header must be 'Bearer TOKEN'")
-    credentials = await run_in_threadpool(users.authenticate, backends, token.strip())
+    generation = await index_generation(request, backends)
+    credentials = users.kept_credentials(backends, token.strip(), generation)
+    if credentials is None:
+        credentials = await run_in_threadpool(
+            users.authenticate, backends, token.strip(), generation
+        )
     request.state.token = credentials.token
     scope = credentials.token.scope
     if request.method not in SAFE_METHODS:
@@ -81,6 +97,46 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 BackendsDep = Annotated[Backends, Depends(get_backends)]
 UserDep = Annotated[User | None, Depends(current_user)]
+
+
+class KeptRead:
+    """A GET whose JSON answer depends only on the index, the caller and the URL: given again
+    from the backends' ReadCache while the index's generation is the one this request read
+    before anything else (see service_layer/readcache.py).
+
+        if (kept := await read.kept()) is not None:
+            return kept
+        ... compute `out` ...
+        return read.keep(out)
+    """
+
+    def __init__(self, request: Request, backends: BackendsDep, user: UserDep) -> None:
+        self.request = request
+        self.backends = backends
+        viewer = user.id if user else None
+        self.key = ("answer", request.url.path, request.url.query, viewer)
+        self.generation: int | None = None
+
+    async def kept(self) -> Response | None:
+        self.generation = await index_generation(self.request, self.backends)
+        body = self.backends.read_cache.get(self.key, self.generation)
+        return None if body is None else Response(body, media_type="application/json")
+
+    def keep(self, answer: BaseModel) -> Response:
+        body = answer.model_dump_json(by_alias=True).encode()
+        if self.generation is not None:
+            self.backends.read_cache.put(self.key, self.generation, body, len(body))
+        return Response(body, media_type="application/json")
+
+    @staticmethod
+    def answer(answer: BaseModel) -> Response:
+        """The same answer, not kept (it depends on more than the index)."""
+        return Response(
+            answer.model_dump_json(by_alias=True).encode(), media_type="application/json"
+        )
+
+
+KeptReadDep = Annotated[KeptRead, Depends()]
 
 # Every number of a path or query string is bounded here, so that none reaches the index (or a
 # slice) out of range: what is out of range is a 422; a revision number beyond any that can exist

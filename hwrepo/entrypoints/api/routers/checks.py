@@ -19,6 +19,7 @@ from hwrepo.entrypoints.api.deps import (
     UNTRUSTED_CONTENT,
     BackendsDep,
     ByteOffset,
+    KeptReadDep,
     Page,
     RevisionNumber,
     UserDep,
@@ -72,12 +73,15 @@ async def list_checks(
     request: Request,
     backends: BackendsDep,
     user: UserDep,
-) -> ChecksOut:
+    read: KeptReadDep,
+) -> Response:
+    if (kept := await read.kept()) is not None:
+        return kept
     found = await run_in_threadpool(checks.list_checks, backends, user, owner, name, number)
     project, items = found.project, found.checks
     queued = {c.kind for c in items if c.state is CheckState.QUEUED and c.kind != EXTERNAL}
     waiting = sorted(queued - await _live_kinds(request)) if queued else []
-    return ChecksOut(
+    out = ChecksOut(
         state=found.state.value,
         checks_state=found.checks_state.value,
         review=found.review.model_dump(),
@@ -89,6 +93,8 @@ async def list_checks(
         counts=checks.counts_by_state(items),
         checks=[CheckOut.of(project, c) for c in items],
     )
+    # `waiting_for` depends on which workers live now, not on the index: kept only without it
+    return read.answer(out) if queued else read.keep(out)
 
 
 @router.post("/rerun", response_model=RerunOut, status_code=202)

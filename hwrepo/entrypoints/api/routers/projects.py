@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hwrepo.adapters.db.index import ProjectQuery
 from hwrepo.domain.model import ProjectKind
-from hwrepo.entrypoints.api.deps import BackendsDep, Page, UserDep
+from hwrepo.entrypoints.api.deps import BackendsDep, KeptReadDep, Page, UserDep
 from hwrepo.entrypoints.api.schemas import (
     LinkOut,
     MemberIn,
@@ -44,6 +44,7 @@ async def create_project(
 async def list_projects(
     backends: BackendsDep,
     user: UserDep,
+    read: KeptReadDep,
     kind: Literal["hardware", "software"] | None = None,
     topic: str | None = None,
     owner: str | None = None,
@@ -52,7 +53,9 @@ async def list_projects(
     ] = None,
     page: Page = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> ProjectPage:
+) -> Response:
+    if (kept := await read.kept()) is not None:
+        return kept
     query = ProjectQuery(
         viewer=user,
         kind=ProjectKind(kind) if kind else None,
@@ -63,18 +66,24 @@ async def list_projects(
         per_page=per_page,
     )
     items, total = await run_in_threadpool(projects.search_projects, backends, query)
-    return ProjectPage(
-        items=[ProjectOut.of(p) for p in items], page=page, per_page=per_page, total=total
+    return read.keep(
+        ProjectPage(
+            items=[ProjectOut.of(p) for p in items], page=page, per_page=per_page, total=total
+        )
     )
 
 
 @router.get("/{owner}/{name}", response_model=ProjectOut)
-async def get_project(owner: str, name: str, backends: BackendsDep, user: UserDep) -> ProjectOut:
+async def get_project(
+    owner: str, name: str, backends: BackendsDep, user: UserDep, read: KeptReadDep
+) -> Response:
+    if (kept := await read.kept()) is not None:
+        return kept
     project = await run_in_threadpool(projects.get_project, backends, user, owner, name)
     out = ProjectOut.of(project)
     links = await run_in_threadpool(projects.linked_from, backends, user, project)
     out.linked_from = [LinkOut(project=ln.project, relation=ln.relation) for ln in links]
-    return out
+    return read.keep(out)
 
 
 @router.patch("/{owner}/{name}", response_model=ProjectOut)

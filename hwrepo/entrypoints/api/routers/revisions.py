@@ -20,6 +20,7 @@ from hwrepo.domain.paths import normalise_relpath
 from hwrepo.entrypoints.api.deps import (
     UNTRUSTED_CONTENT,
     BackendsDep,
+    KeptReadDep,
     Page,
     RevisionNumber,
     UserDep,
@@ -182,13 +183,16 @@ async def list_revisions(
     name: str,
     backends: BackendsDep,
     user: UserDep,
+    read: KeptReadDep,
     page: Page = 1,
     per_page: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> RevisionPage:
+) -> Response:
+    if (kept := await read.kept()) is not None:
+        return kept
     project, items, total = await run_in_threadpool(
         revisions.list_revisions, backends, user, owner, name, page, per_page
     )
-    return RevisionPage(
+    page_out = RevisionPage(
         items=[
             RevisionBrief(
                 id=s.revision.id,
@@ -208,16 +212,24 @@ async def list_revisions(
         per_page=per_page,
         total=total,
     )
+    return read.keep(page_out)
 
 
 @router.get("/{number}", response_model=RevisionOut)
 async def get_revision(
-    owner: str, name: str, number: RevisionNumber, backends: BackendsDep, user: UserDep
-) -> RevisionOut:
+    owner: str,
+    name: str,
+    number: RevisionNumber,
+    backends: BackendsDep,
+    user: UserDep,
+    read: KeptReadDep,
+) -> Response:
+    if (kept := await read.kept()) is not None:
+        return kept
     project, revision = await run_in_threadpool(
         revisions.get_revision, backends, user, owner, name, number
     )
-    return RevisionOut.of(project, revision)
+    return read.keep(RevisionOut.of(project, revision))
 
 
 @router.get(
