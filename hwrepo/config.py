@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     embedded: EmbeddedPorts = Field(default_factory=EmbeddedPorts)
     upload_limits: UploadLimits = Field(default_factory=UploadLimits)
     outbox_poll_s: float = 0.5
+    # Answers read from the index that an API process keeps while the index is unchanged
+    # (service_layer/readcache.py), at most this much; 0 keeps none.
+    read_cache_mib: float = Field(32.0, ge=0)
     # The pages: anyone may make an account when `registration` is on (else an admin sets
     # passwords with `hwrepo users password`); sessions last `session_days`; session cookies
     # are `Secure` when the site is served over HTTPS (public_url https://...).

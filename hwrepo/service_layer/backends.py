@@ -35,7 +35,12 @@ class Backends:
         database = Database(settings.db_url)
         if migrate_schema:
             database.migrate()
-        return cls(settings=settings, store=store_from_settings(settings), database=database)
+        return cls(
+            settings=settings,
+            store=store_from_settings(settings),
+            database=database,
+            read_cache=ReadCache(max_bytes=int(settings.read_cache_mib * 1024 * 1024)),
+        )
 
     @contextmanager
     def reading(self) -> Iterator[Index]:

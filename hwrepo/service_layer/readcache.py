@@ -34,7 +34,7 @@ class ReadCache:
 
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
         self._entries: LRUCache[Hashable, _Entry] = LRUCache(
-            maxsize=max_bytes, getsizeof=lambda entry: entry.size
+            maxsize=max(max_bytes, 0), getsizeof=lambda entry: entry.size
         )
         self._lock = threading.Lock()
         self.hits = 0
@@ -50,7 +50,7 @@ class ReadCache:
             return entry.value
 
     def put(self, key: Hashable, generation: int, value: Any, size: int = 1) -> None:
-        if size > self._entries.maxsize:
+        if max(size, 1) > self._entries.maxsize:
             return
         with self._lock:
             current = self._entries.get(key)
