@@ -370,6 +370,5 @@ def prepare_after(backends: Backends, event: events.Event) -> dict[str, Any] | N
         revision=rev_b.number,
     )
     with backends.writing() as index:
-        if not index.has_message(ready.id):
-            index.add_event(ready)
+        index.add_event_once(ready)  # two API processes may announce the same comparison
     return document

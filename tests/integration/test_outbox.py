@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from sqlalchemy import select, update
 
 from hwrepo.adapters.archives import ArchiveLimits, StagingArea
 from hwrepo.adapters.db.orm import OutboxRow
+from hwrepo.config import Settings
 from hwrepo.domain import events
 from hwrepo.domain.events import EVENTS_STREAM
 from hwrepo.service_layer import projects, revisions, users
@@ -125,3 +127,34 @@ async def test_an_event_nats_refuses_is_set_aside_and_does_not_block_later_ones(
     assert refused.published_at is None
     assert refused.attempts == MAX_REJECTIONS
     assert "MaxPayloadError" in (refused.last_error or "")
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+def test_an_event_two_processes_add_at_once_goes_into_the_outbox_once(
+    backends: Backends, settings: Settings
+) -> None:
+    """Two API processes may announce the same event (a comparison both recorders computed):
+    the second waits for the first's commit, then adds nothing, with no unique-key error."""
+    other = Backends.from_settings(settings)
+    event = events.make_event(
+        events.RevisionPlanned(project_id="p", revision_id="r", number=1, checks=0),
+        id="the-same-id",
+    )
+    second: list[bool] = []
+    try:
+        with backends.writing() as index:
+            assert index.add_event_once(event)
+
+            def add_again() -> None:
+                with other.writing() as other_index:
+                    second.append(other_index.add_event_once(event))
+
+            racer = threading.Thread(target=add_again)
+            racer.start()
+            racer.join(0.5)  # it waits on this unit of work (a row lock, or SQLite's write lock)
+            assert racer.is_alive()
+        racer.join(30)
+        assert list(_outbox(backends)) == ["the-same-id"]
+        assert second == [False]
+    finally:
+        other.close()

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, Select, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, selectinload
 
 from hwrepo.adapters.db.orm import (
@@ -708,6 +710,29 @@ class Index:
         self.session.add(
             OutboxRow(id=msg_id, subject=subject, payload=payload, created=utcnow(), attempts=0)
         )
+
+    def add_event_once(self, event: Event) -> bool:
+        """`add_event`, unless a message with the event's id is in the outbox already (False):
+        also when another process adds it at the same moment (no unique-key error then)."""
+        insert = (
+            postgresql_insert
+            if self.session.get_bind().dialect.name == "postgresql"
+            else sqlite_insert
+        )
+        stmt = (
+            insert(OutboxRow.__table__)
+            .values(
+                id=event.id,
+                subject=event.nats_subject,
+                payload=event.to_json().decode(),
+                created=utcnow(),
+                attempts=0,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(OutboxRow.__table__.c.seq)  # no row when it did nothing
+        )
+        self.session.flush()
+        return self.session.connection().execute(stmt).first() is not None
 
     def has_message(self, msg_id: str) -> bool:
         return self.session.scalar(select(OutboxRow.seq).where(OutboxRow.id == msg_id)) is not None
