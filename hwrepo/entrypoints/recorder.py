@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 DURABLE = "hwrepo-recorder"
 ACK_WAIT_S = 10
 BATCH = 10
+# An event ahead of one another process is recording is delivered again after AHEAD_DELAY_S, up
+# to AHEAD_DELIVERIES times (a check.queued that never comes: its revision was deleted).
+AHEAD_DELAY_S = 0.5
+AHEAD_DELIVERIES = 40
 RECORDED = {
     events.RevisionPlanned.TYPE,
     events.CheckQueued.TYPE,
@@ -76,6 +80,14 @@ async def record_events(backends: Backends, nc: Client, stop: asyncio.Event) -> 
                     finally:
                         heartbeat.cancel()
                 await msg.ack()
+            except checks.EventAhead as exc:
+                if msg.metadata.num_delivered < AHEAD_DELIVERIES:
+                    await msg.nak(delay=AHEAD_DELAY_S)
+                else:
+                    log.warning(
+                        "recorder: %s; still, after %d deliveries: dropped", exc, AHEAD_DELIVERIES
+                    )
+                    await msg.ack()
             except ServiceUnavailable as exc:
                 log.warning("recorder: %s; will retry", exc)
                 await msg.nak(delay=2)

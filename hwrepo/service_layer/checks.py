@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 
 
 # -- recording events ------------------------------------------------------------------------
+class EventAhead(Exception):
+    """An event that can only be folded after an earlier one not recorded yet: a check.started
+    before its run's check.queued, which another API process's recorder holds at that moment
+    (they share one consumer). The recorder delivers it again shortly instead of dropping it."""
+
+
 def record(backends: Backends, event: events.Event) -> bool:
     """Fold one event into the index. Returns False when it changed nothing (a duplicate, an
     event of an older run, or not a check event). Safe to call twice with the same event."""
@@ -86,10 +92,11 @@ def _queue(index: Index, event: events.Event) -> Check | None:
 def _started(index: Index, event: events.Event) -> bool:
     data = events.CheckStarted.model_validate(event.data)
     check = index.check(data.check_id, for_update=True)
-    if check is None or not accepts(check, data.run, CheckState.RUNNING, data.attempt):
+    if check is None or data.run > check.run:
+        # the run's check.queued comes first: a started event alone cannot make the check
+        raise EventAhead(f"check {data.check_id} run {data.run} started before it was queued")
+    if not accepts(check, data.run, CheckState.RUNNING, data.attempt):
         return False
-    if data.run > check.run:
-        return False  # the queued event of that run comes first; a started one alone is unusable
     # The attempt that runs now: a redelivered job's, once its first worker died.
     check.state = CheckState.RUNNING
     check.started = event.time

@@ -182,3 +182,56 @@ def test_the_recorder_s_consumer_of_an_earlier_release_gets_the_short_ack_wait(
             await nc.close()
 
     assert asyncio.run(go()) == recorder.ACK_WAIT_S
+
+
+def test_a_started_event_recorded_before_its_queued_one_is_not_lost(
+    settings: Settings, backends: Backends, job: Job, throwaway_nats: embedded.Server
+) -> None:
+    """API processes share the recorder's consumer, so one may hold a check's check.queued
+    while another gets its check.started: the started event waits for the queued one and the
+    check shows running, not queued until it ends."""
+    import asyncio
+
+    from hwrepo.adapters import eventbus
+    from hwrepo.entrypoints import recorder
+    from hwrepo.service_layer import bootstrap
+
+    own = settings.model_copy(
+        update={"nats_urls": [f"nats://127.0.0.1:{throwaway_nats.ready_port}"]}
+    )
+    early = started(job, "host-a:101", 1, T0)
+    with pytest.raises(checks.EventAhead):
+        checks.record(backends, early)
+
+    async def go() -> None:
+        await bootstrap.ensure_streams(own)
+        nc = await eventbus.connect(own, name="test-recorder")
+        try:
+            js = nc.jetstream()
+            stop = asyncio.Event()
+            task = asyncio.create_task(recorder.record_events(backends, nc, stop))
+            await js.publish(early.nats_subject, early.to_json(), headers={"Nats-Msg-Id": early.id})
+            await asyncio.sleep(1.5)  # delivered, and again, while the check is unknown
+            queued = jobs.queued_event(job, {})
+            await js.publish(
+                queued.nats_subject, queued.to_json(), headers={"Nats-Msg-Id": queued.id}
+            )
+            deadline = asyncio.get_running_loop().time() + 20
+            while asyncio.get_running_loop().time() < deadline:
+                with backends.reading() as index:
+                    check = index.check(job.check_id)
+                if check is not None and check.state is CheckState.RUNNING:
+                    break
+                await asyncio.sleep(0.2)
+            stop.set()
+            await task
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+    assert shown(stored(backends, job)) == {
+        "state": CheckState.RUNNING,
+        "summary": "running on host-a:101 (attempt 1)",
+        "attempt": 1,
+        "started": T0,
+    }
