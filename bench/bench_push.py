@@ -105,14 +105,17 @@ def api_upload(url: str, token: str, project: str, root: Path, paths: list[Path]
     return float(wall)
 
 
+def client_env(home: Path, **extra: str) -> dict[str, str]:
+    """A person's environment: a fresh HOME, and this interpreter's PYTHONPATH (so that the
+    client run is the hwrepo this benchmark imports)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8"}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env | extra
+
+
 def cli_push(url: str, token: str, project: str, root: Path, home: Path) -> tuple[float, str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "HWREPO_SERVER": url,
-        "HWREPO_TOKEN": token,
-        "LANG": "C.UTF-8",
-    }
+    env = client_env(home, HWREPO_SERVER=url, HWREPO_TOKEN=token)
     hwrepo = Path(sys.executable).parent / "hwrepo"
     wall, done = timed(
         lambda: subprocess.run(
@@ -133,7 +136,7 @@ def cli_push(url: str, token: str, project: str, root: Path, home: Path) -> tupl
 def client_start_s(home: Path) -> float:
     """`hwrepo push --help`: the client's interpreter start and imports, no request."""
     hwrepo = Path(sys.executable).parent / "hwrepo"
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+    env = client_env(home)
     wall, _ = timed(
         lambda: subprocess.run(
             [str(hwrepo), "push", "--help"], env=env, capture_output=True, check=True
