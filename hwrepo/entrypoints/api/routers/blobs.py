@@ -71,12 +71,18 @@ class _Body:
         self.pending = bytearray()  # appended to in place: a part of 16 MiB is not copied over
         self.done = False
 
-    def read(self, n: int = -1) -> bytes:
+    async def _fill(self, n: int) -> None:
         while not self.done and (n < 0 or len(self.pending) < n):
             try:
-                self.pending += anyio.from_thread.run(self.chunks.__anext__)
+                self.pending += await self.chunks.__anext__()
             except StopAsyncIteration:
                 self.done = True
+
+    def read(self, n: int = -1) -> bytes:
+        # One trip to the event loop per read (a part of the bucket's upload), not per chunk
+        # the server received (64 KiB): each trip wakes the loop and this thread.
+        if not self.done and (n < 0 or len(self.pending) < n):
+            anyio.from_thread.run(self._fill, n)
         if n < 0 or n >= len(self.pending):
             out = bytes(self.pending)
             self.pending.clear()
