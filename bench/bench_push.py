@@ -12,7 +12,15 @@ measures:
                  the API's 201 (the API hashes, stores each blob in S3, commits the revision);
   push B         `hwrepo push B` as a person runs it (a new process; it asks which blobs the
                  server lacks, sends those by `PUT …/blobs/{sha}`, then commits);
-  push B again   the same command with nothing changed (the server lacks nothing).
+  push B again   the same command with nothing changed (the server lacks nothing);
+  presigned B    B's files sent straight to the S3 server by presigned PUT URLs (httpx, four at
+                 once, as the client sends blobs), into the direct put's bucket: what a push
+                 that bypassed the API would cost in transfer. Not what the client does: see
+                 `payload_hash_verified`.
+
+Before the rounds it asks the S3 server whether it refuses a header-signed PUT whose bytes are
+not those of the signed `x-amz-content-sha256` (what would let a client send a blob to S3
+directly without the API seeing its bytes, and still have its SHA-256 guaranteed).
 
 Targets (issues 10 and 14): a new 100 MB upload ≤ 1.3 times the direct put; an unchanged push
 ≤ 0.05 times the first.
@@ -24,12 +32,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from common import (
@@ -83,6 +96,61 @@ def s3_put(store: object, bucket: str, root: Path, paths: list[Path]) -> float:
 
     wall, _ = timed(put)
     return float(wall)
+
+
+def presigned_put(store: object, bucket: str, root: Path, paths: list[Path]) -> float:
+    """The files PUT to presigned URLs, four at once, streamed from disk."""
+    client = store.client  # type: ignore[attr-defined]
+    urls = [
+        client.presigned_put_object(
+            bucket, f"presigned/{root.name}/{p.name}", expires=timedelta(minutes=10)
+        )
+        for p in paths
+    ]
+
+    def put(url: str, path: Path) -> None:
+        with path.open("rb") as fh:
+            r = httpx.put(url, content=fh, timeout=600)
+        if r.status_code != 200:
+            raise RuntimeError(f"presigned PUT: {r.status_code} {r.text[:300]}")
+
+    def all_of_them() -> None:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for done in [pool.submit(put, u, p) for u, p in zip(urls, paths, strict=True)]:
+                done.result()
+
+    wall, _ = timed(all_of_them)
+    return float(wall)
+
+
+def payload_hash_verified(s3: dict[str, Any], bucket: str) -> bool:
+    """Whether the S3 server refuses a PUT signed (SigV4, in its headers) for the SHA-256 of
+    other bytes than those it receives. Where it does not, a request the API signs for a blob's
+    claimed digest proves nothing about what arrives."""
+    from minio.credentials import Credentials
+    from minio.signer import sign_v4_s3
+
+    claimed, sent = b"the bytes the client says", b"other bytes, the same len"
+    digest = hashlib.sha256(claimed).hexdigest()
+    scheme = "https" if s3.get("secure") else "http"
+    url = urlsplit(f"{scheme}://{s3['endpoint']}/{bucket}/payload-hash-probe")
+    date = datetime.now(UTC).replace(microsecond=0)
+    headers = {
+        "Host": s3["endpoint"],
+        "x-amz-date": date.strftime("%Y%m%dT%H%M%SZ"),
+        "x-amz-content-sha256": digest,
+    }
+    signed = sign_v4_s3(
+        method="PUT",
+        url=url,
+        region=s3.get("region") or "us-east-1",
+        headers=dict(headers),
+        credentials=Credentials(s3["access_key"], s3["secret_key"]),
+        content_sha256=digest,
+        date=date,
+    )
+    sent_headers = {k: v for k, v in signed.items() if k != "Host"}
+    return httpx.put(url.geturl(), content=sent, headers=sent_headers).status_code >= 400
 
 
 def api_upload(url: str, token: str, project: str, root: Path, paths: list[Path]) -> float:
@@ -145,9 +213,10 @@ def client_start_s(home: Path) -> float:
     return float(wall)
 
 
-def hashing_s(root: Path) -> float:
-    """What the client's file list costs: SHA-256 of every file (hwrepo.client.files)."""
-    wall, _ = timed(lambda: collect(root))
+def hashing_s(root: Path, *, cache: bool) -> float:
+    """What the client's file list costs (hwrepo.client.files.collect): without its cache, the
+    SHA-256 of every file; with it (the client's, after a push), a stat of each."""
+    wall, _ = timed(lambda: collect(root, cache=cache))
     return float(wall)
 
 
@@ -170,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         project_a, project_b = pipe.project("upload"), pipe.project("push")
         home = stack.root / "home"
         home.mkdir()
+        # collect() here reads the digests the client's pushes keep (in its HOME)
+        os.environ["XDG_CACHE_HOME"] = str(home / ".cache")
+        verified = payload_hash_verified(pipe.settings.s3, bucket)
+        notes.append(
+            "the S3 server "
+            + ("refuses" if verified else "stores")
+            + " a PUT whose bytes are not the signed x-amz-content-sha256"
+        )
         with api_process(pipe.settings) as api:
             for n in range(args.rounds):
                 work = stack.root / f"round-{n}"
@@ -189,8 +266,12 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"round {n + 1} push: {said}")
                 wall, said = cli_push(api.url, token, project_b, work / "b", home)
                 times.setdefault("push B again", []).append(wall)
+                times.setdefault("presigned B", []).append(
+                    presigned_put(store, bucket, work / "b", b)
+                )
                 times.setdefault("client start", []).append(client_start_s(home))
-                times.setdefault("hashing B", []).append(hashing_s(work / "b"))
+                times.setdefault("hashing B", []).append(hashing_s(work / "b", cache=False))
+                times.setdefault("listing B", []).append(hashing_s(work / "b", cache=True))
                 notes.append(f"round {n + 1} push again: {said}")
                 print(
                     f"  round {n + 1}: "
@@ -224,6 +305,14 @@ def main(argv: list[str] | None = None) -> int:
             f"≤ {TARGET_UPLOAD}x",
         ],
         [
+            f"presigned PUTs of {args.mb} MiB (4 at once)",
+            seconds(med["presigned B"]),
+            "s3 put",
+            seconds(med["s3 put B"]),
+            ratio(med["presigned B"], med["s3 put B"]),
+            "—",
+        ],
+        [
             "hwrepo push, nothing changed",
             seconds(med["push B again"]),
             "first push",
@@ -237,14 +326,15 @@ def main(argv: list[str] | None = None) -> int:
         rows,
         title=f"Medians of {args.rounds} round(s); {args.files} files per directory",
     )
-    start, hashing, again = med["client start"], med["hashing B"], med["push B again"]
-    rest = None if None in (start, hashing, again) else again - start - hashing  # type: ignore[operator]
+    start, listing, again = med["client start"], med["listing B"], med["push B again"]
+    rest = None if None in (start, listing, again) else again - start - listing  # type: ignore[operator]
     print_table(
         ["part of the unchanged push", "s"],
         [
             ["client start (`hwrepo push --help`)", seconds(start)],
-            ["SHA-256 of the directory (collect())", seconds(hashing)],
-            ["the rest: blobs/missing, commit, answers", seconds(rest)],
+            ["file list, digests cached (collect())", seconds(listing, 3)],
+            ["(the same without the cache: SHA-256 of every file)", seconds(med["hashing B"])],
+            ["the rest: the commit request and its answer", seconds(rest, 3)],
         ],
         title="Where the unchanged push's time goes (medians)",
     )
