@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,16 +92,16 @@ class HashCache:
     def _key(st: os.stat_result) -> list[int | str]:
         return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
-    def sha256(self, rel: str, path: Path, st: os.stat_result) -> str:
-        key = self._key(st)
+    def known(self, rel: str, st: os.stat_result) -> str | None:
+        """The digest kept for the file, if its stat is the one it was hashed with."""
         known = self.old.get(rel)
-        if isinstance(known, list) and len(known) == 6 and known[:5] == key:
-            digest = str(known[5])
-        else:
-            digest = sha256_of(path)
+        if isinstance(known, list) and len(known) == 6 and known[:5] == self._key(st):
+            return str(known[5])
+        return None
+
+    def remember(self, rel: str, st: os.stat_result, digest: str) -> None:
         if self.started_ns - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS:
-            self.new[rel] = [*key, digest]
-        return digest
+            self.new[rel] = [*self._key(st), digest]
 
     def save(self) -> None:
         if self.new == self.old:
@@ -123,7 +124,7 @@ def collect(root: Path, *, cache: bool = True) -> tuple[list[LocalFile], list[st
         patterns += ignore_file.read_text(encoding="utf-8", errors="replace").splitlines()
     spec = pathspec.GitIgnoreSpec.from_lines(patterns)
     hashes = HashCache(root) if cache else None
-    kept: list[LocalFile] = []
+    found: list[tuple[str, Path, os.stat_result]] = []
     left_out: list[str] = []
     for path in sorted(root.rglob("*")):
         st = path.lstat()
@@ -136,7 +137,20 @@ def collect(root: Path, *, cache: bool = True) -> tuple[list[LocalFile], list[st
         if stat.S_ISLNK(st.st_mode):
             left_out.append(rel)  # a link is not content: its target may lie anywhere
             continue
-        digest = hashes.sha256(rel, path, st) if hashes else sha256_of(path)
+        found.append((rel, path, st))
+    digests = {rel: hashes.known(rel, st) for rel, _, st in found} if hashes else {}
+    unknown = [(rel, path) for rel, path, _ in found if digests.get(rel) is None]
+    if len(unknown) > 1:  # hashlib lets go of the GIL: one file per core at a time
+        with ThreadPoolExecutor(max_workers=min(len(unknown), os.cpu_count() or 1)) as pool:
+            hashed = list(pool.map(sha256_of, [path for _, path in unknown]))
+    else:
+        hashed = [sha256_of(path) for _, path in unknown]
+    digests.update(zip([rel for rel, _ in unknown], hashed, strict=True))
+    kept = []
+    for rel, path, st in found:
+        digest = str(digests[rel])
+        if hashes:
+            hashes.remember(rel, st, digest)
         kept.append(LocalFile(rel, path, st.st_size, digest))
     if hashes:
         hashes.save()
