@@ -28,7 +28,7 @@ directly without the API seeing its bytes, and still have its SHA-256 guaranteed
 Targets (issues 10 and 14): a new 100 MB upload ≤ 1.3 times the direct put; an unchanged push
 ≤ 0.05 times the first.
 
-    .venv/bin/python bench/bench_push.py [--rounds 3] [--mb 100] [--files 4]
+    .venv/bin/python bench/bench_push.py [--rounds 3] [--warmup 1] [--mb 100] [--files 4]
 """
 
 from __future__ import annotations
@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", "-n", type=int, default=3, help="rounds (median)")
     parser.add_argument("--mb", type=int, default=100, help="MiB per directory")
     parser.add_argument("--files", type=int, default=4, help="files per directory")
+    parser.add_argument("--warmup", type=int, default=1, help="rounds first, not counted")
     args = parser.parse_args(argv)
     handle_termination()
     started = time.monotonic()
@@ -249,38 +250,42 @@ def main(argv: list[str] | None = None) -> int:
             + " a PUT whose bytes are not the signed x-amz-content-sha256"
         )
         with api_process(pipe.settings) as api:
-            for n in range(args.rounds):
-                work = stack.root / f"round-{n}"
+            for n in range(-args.warmup, args.rounds):
+                # A warm-up round is timed like the others and not counted: the S3 server's
+                # first 100 MiB into a new bucket took up to twice as long as the next.
+                name = f"warm-up {n + args.warmup + 1}" if n < 0 else f"round {n + 1}"
+                this: dict[str, float] = {}
+                work = stack.root / f"round-{n + args.warmup}"
                 a = make_directory(work / "a", args.mb, args.files)
                 b = make_directory(work / "b", args.mb, args.files)
-                steps = {
-                    "s3 put A": lambda a=a, w=work: s3_put(store, bucket, w / "a", a),
-                    "api upload A": lambda a=a, w=work: api_upload(
-                        api.url, token, project_a, w / "a", a
-                    ),
-                    "s3 put B": lambda b=b, w=work: s3_put(store, bucket, w / "b", b),
+                this["s3 put A"] = s3_put(store, bucket, work / "a", a)
+                this["api upload A"] = api_upload(api.url, token, project_a, work / "a", a)
+                this["s3 put B"] = s3_put(store, bucket, work / "b", b)
+                this["push B"], said = cli_push(api.url, token, project_b, work / "b", home)
+                notes.append(f"{name} push: {said}")
+                this["push B again"], said = cli_push(api.url, token, project_b, work / "b", home)
+                notes.append(f"{name} push again: {said}")
+                this["presigned B"] = presigned_put(store, bucket, work / "b", b)
+                this["push B again in process"] = push_in_process_s(
+                    api.url, token, project_b, work / "b"
+                )
+                this["hashing B"] = hashing_s(work / "b", cache=False)
+                this["listing B"] = hashing_s(work / "b", cache=True)
+                said_ratios = {
+                    "upload": ratio(this["api upload A"], this["s3 put A"]),
+                    "push": ratio(this["push B"], this["s3 put B"]),
+                    "unchanged": ratio(this["push B again"], this["push B"]),
                 }
-                for label, step in steps.items():
-                    times.setdefault(label, []).append(step())
-                wall, said = cli_push(api.url, token, project_b, work / "b", home)
-                times.setdefault("push B", []).append(wall)
-                notes.append(f"round {n + 1} push: {said}")
-                wall, said = cli_push(api.url, token, project_b, work / "b", home)
-                times.setdefault("push B again", []).append(wall)
-                times.setdefault("presigned B", []).append(
-                    presigned_put(store, bucket, work / "b", b)
-                )
-                times.setdefault("push B again in process", []).append(
-                    push_in_process_s(api.url, token, project_b, work / "b")
-                )
-                times.setdefault("hashing B", []).append(hashing_s(work / "b", cache=False))
-                times.setdefault("listing B", []).append(hashing_s(work / "b", cache=True))
-                notes.append(f"round {n + 1} push again: {said}")
                 print(
-                    f"  round {n + 1}: "
-                    + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
+                    f"  {name}: "
+                    + ", ".join(f"{k} {v:.2f} s" for k, v in this.items())
+                    + "; ratios "
+                    + ", ".join(f"{k} {v}" for k, v in said_ratios.items()),
                     flush=True,
                 )
+                if n >= 0:
+                    for label, value in this.items():
+                        times.setdefault(label, []).append(value)
                 shutil.rmtree(work)
         with contextlib.suppress(Exception):
             for obj in store.client.list_objects(bucket, recursive=True):
@@ -289,6 +294,15 @@ def main(argv: list[str] | None = None) -> int:
 
     for note in notes:
         print(note)
+
+    def rounds_ratio(measured: str, against: str) -> float | None:
+        return median([m / a for m, a in zip(times[measured], times[against], strict=True)])
+
+    per_round = {
+        "upload": rounds_ratio("api upload A", "s3 put A"),
+        "push": rounds_ratio("push B", "s3 put B"),
+        "unchanged": rounds_ratio("push B again", "push B"),
+    }
     med = {k: median(v) for k, v in times.items()}
     rows = [
         [
@@ -327,7 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     print_table(
         ["measured", "s", "against", "s", "ratio", "target"],
         rows,
-        title=f"Medians of {args.rounds} round(s); {args.files} files per directory",
+        title=f"Medians of {args.rounds} round(s) after {args.warmup} warm-up; {args.files} files"
+        " per directory",
+    )
+    print(
+        "median of the rounds' own ratios: "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in per_round.items() if v is not None)
     )
     again, inside, listing = med["push B again"], med["push B again in process"], med["listing B"]
     start = None if again is None or inside is None else again - inside
