@@ -21,6 +21,10 @@ measures:
                  that bypassed the API would cost in transfer. Not what the client does: see
                  `payload_hash_verified`.
 
+With `--other-client DIR` (a checkout of hwrepo, e.g. a worktree of an older commit), each
+round also makes a third directory C, puts it with the SDK, and pushes it new and unchanged with
+that checkout's client (to the same API): a before/after of the client at one load.
+
 Before the rounds it asks the S3 server whether it refuses a header-signed PUT whose bytes are
 not those of the signed `x-amz-content-sha256` (what would let a client send a blob to S3
 directly without the API seeing its bytes, and still have its SHA-256 guaranteed).
@@ -29,6 +33,7 @@ Targets (issues 10 and 14): a new 100 MB upload ≤ 1.3 times the direct put; an
 ≤ 0.05 times the first.
 
     .venv/bin/python bench/bench_push.py [--rounds 3] [--warmup 1] [--mb 100] [--files 4]
+        [--other-client DIR]
 """
 
 from __future__ import annotations
@@ -187,8 +192,14 @@ def client_env(home: Path, **extra: str) -> dict[str, str]:
     return env | extra
 
 
-def cli_push(url: str, token: str, project: str, root: Path, home: Path) -> tuple[float, str]:
+def cli_push(
+    url: str, token: str, project: str, root: Path, home: Path, client: Path | None = None
+) -> tuple[float, str]:
+    """`hwrepo push` in a new process; `client`: the hwrepo checkout whose client to run
+    instead of this interpreter's."""
     env = client_env(home, HWREPO_SERVER=url, HWREPO_TOKEN=token)
+    if client is not None:
+        env["PYTHONPATH"] = str(client)
     hwrepo = Path(sys.executable).parent / "hwrepo"
     wall, done = timed(
         lambda: subprocess.run(
@@ -227,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mb", type=int, default=100, help="MiB per directory")
     parser.add_argument("--files", type=int, default=4, help="files per directory")
     parser.add_argument("--warmup", type=int, default=1, help="rounds first, not counted")
+    parser.add_argument(
+        "--other-client",
+        type=Path,
+        help="a checkout of hwrepo (e.g. an older commit's worktree) whose client also pushes "
+        "in every round, for a before/after in one run",
+    )
     args = parser.parse_args(argv)
     handle_termination()
     started = time.monotonic()
@@ -239,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         bucket = "bench-direct-" + os.urandom(4).hex()
         store.client.make_bucket(bucket)
         project_a, project_b = pipe.project("upload"), pipe.project("push")
+        project_c = pipe.project("other-client")
         home = stack.root / "home"
         home.mkdir()
         # collect() here reads the digests the client's pushes keep (in its HOME)
@@ -283,6 +301,16 @@ def main(argv: list[str] | None = None) -> int:
                     + ", ".join(f"{k} {v}" for k, v in said_ratios.items()),
                     flush=True,
                 )
+                if args.other_client is not None:
+                    # the same new push and unchanged push by the other client, on bytes of
+                    # their own (C), right after this client's: a before/after at one load
+                    c = make_directory(work / "c", args.mb, args.files)
+                    this["s3 put C"] = s3_put(store, bucket, work / "c", c)
+                    for label in ("push C (other client)", "push C again (other client)"):
+                        this[label], said = cli_push(
+                            api.url, token, project_c, work / "c", home, args.other_client
+                        )
+                        notes.append(f"{name} {label}: {said}")
                 if n >= 0:
                     for label, value in this.items():
                         times.setdefault(label, []).append(value)
@@ -338,6 +366,29 @@ def main(argv: list[str] | None = None) -> int:
             f"≤ {TARGET_UNCHANGED}x",
         ],
     ]
+    if args.other_client is not None:
+        rows += [
+            [
+                f"the other client's push of {args.mb} MiB (new)",
+                seconds(med["push C (other client)"]),
+                "s3 put",
+                seconds(med["s3 put C"]),
+                ratio(med["push C (other client)"], med["s3 put C"]),
+                f"≤ {TARGET_UPLOAD}x",
+            ],
+            [
+                "the other client's push, nothing changed",
+                seconds(med["push C again (other client)"]),
+                "its first push",
+                seconds(med["push C (other client)"]),
+                ratio(med["push C again (other client)"], med["push C (other client)"]),
+                f"≤ {TARGET_UNCHANGED}x",
+            ],
+        ]
+        per_round["other client's push"] = rounds_ratio("push C (other client)", "s3 put C")
+        per_round["other client's unchanged"] = rounds_ratio(
+            "push C again (other client)", "push C (other client)"
+        )
     print_table(
         ["measured", "s", "against", "s", "ratio", "target"],
         rows,
