@@ -21,6 +21,9 @@ measures:
                  that bypassed the API would cost in transfer. Not what the client does: see
                  `payload_hash_verified`.
 
+During s3 put A, api upload A and push B it also reads the CPU seconds (user + system, /proc)
+that the S3 server, the API process, the client process and the benchmark itself spent.
+
 With `--other-client DIR` (a checkout of hwrepo, e.g. a worktree of an older commit), each
 round also makes a third directory C, puts it with the SDK, and pushes it new and unchanged with
 that checkout's client (to the same API): a before/after of the client at one load.
@@ -46,10 +49,11 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -71,7 +75,36 @@ from hwrepo.client.files import collect
 from hwrepo.client.push import push
 
 TARGET_UPLOAD = 1.3
+T = TypeVar("T")
 TARGET_UNCHANGED = 0.05
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent during a step by the S3 server, the API process, the clients this
+    benchmark started (finished children) and this process itself."""
+
+    def __init__(self, s3_pid: int, api_pid: int) -> None:
+        self.pids = {"S3 server": s3_pid, "API": api_pid}
+
+    def _now(self) -> dict[str, float]:
+        t = os.times()
+        now = {name: proc_cpu_s(pid) for name, pid in self.pids.items()}
+        now["client process"] = t.children_user + t.children_system
+        now["benchmark (SDK, httpx)"] = t.user + t.system
+        return now
+
+    def measure(self, step: Callable[..., T], *args: Any) -> tuple[T, dict[str, float]]:
+        """step(*args) and the CPU seconds each spent meanwhile."""
+        before = self._now()
+        result = step(*args)
+        after = self._now()
+        return result, {name: after[name] - before[name] for name in before}
 
 
 def make_directory(root: Path, mb: int, files: int) -> list[Path]:
@@ -249,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(machine_line())
     times: dict[str, list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     notes: list[str] = []
     with Stack() as stack, stack.pipeline([]) as pipe:
         token = pipe.headers["Authorization"].removeprefix("Bearer ")
@@ -268,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             + " a PUT whose bytes are not the signed x-amz-content-sha256"
         )
         with api_process(pipe.settings) as api:
+            assert stack.s3 is not None and stack.s3.process is not None
+            meter = CpuMeter(stack.s3.process.pid, api.proc.pid)
             for n in range(-args.warmup, args.rounds):
                 # A warm-up round is timed like the others and not counted: the S3 server's
                 # first 100 MiB into a new bucket took up to twice as long as the next.
@@ -276,10 +312,14 @@ def main(argv: list[str] | None = None) -> int:
                 work = stack.root / f"round-{n + args.warmup}"
                 a = make_directory(work / "a", args.mb, args.files)
                 b = make_directory(work / "b", args.mb, args.files)
-                this["s3 put A"] = s3_put(store, bucket, work / "a", a)
-                this["api upload A"] = api_upload(api.url, token, project_a, work / "a", a)
+                this["s3 put A"], cpu_s3 = meter.measure(s3_put, store, bucket, work / "a", a)
+                this["api upload A"], cpu_upload = meter.measure(
+                    api_upload, api.url, token, project_a, work / "a", a
+                )
                 this["s3 put B"] = s3_put(store, bucket, work / "b", b)
-                this["push B"], said = cli_push(api.url, token, project_b, work / "b", home)
+                (this["push B"], said), cpu_push = meter.measure(
+                    cli_push, api.url, token, project_b, work / "b", home
+                )
                 notes.append(f"{name} push: {said}")
                 this["push B again"], said = cli_push(api.url, token, project_b, work / "b", home)
                 notes.append(f"{name} push again: {said}")
@@ -314,6 +354,13 @@ def main(argv: list[str] | None = None) -> int:
                 if n >= 0:
                     for label, value in this.items():
                         times.setdefault(label, []).append(value)
+                    for step, spent in (
+                        ("s3 put", cpu_s3),
+                        ("api upload", cpu_upload),
+                        ("push", cpu_push),
+                    ):
+                        for who, value in spent.items():
+                            cpu.setdefault((step, who), []).append(value)
                 shutil.rmtree(work)
         with contextlib.suppress(Exception):
             for obj in store.client.list_objects(bucket, recursive=True):
@@ -412,6 +459,15 @@ def main(argv: list[str] | None = None) -> int:
             ["(the file list without the cache: SHA-256 of every file)", seconds(med["hashing B"])],
         ],
         title="Where the unchanged push's time goes (medians)",
+    )
+    steps = ("s3 put", "api upload", "push")
+    print_table(
+        ["CPU seconds of", "s3 put A", "api upload A", "push B"],
+        [
+            [who, *(seconds(median(cpu.get((step, who), []))) for step in steps)]
+            for who in ("S3 server", "API", "client process", "benchmark (SDK, httpx)")
+        ],
+        title="Where the CPU goes, per step (medians; user + system, from /proc)",
     )
     print(f"\n{machine_line()}\ntotal {time.monotonic() - started:.0f} s")
     return 0
