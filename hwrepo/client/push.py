@@ -1,6 +1,8 @@
-"""Pushing a directory as a revision, sending only what the server lacks: the file list with
-sizes and SHA-256 first, then the missing contents, then the commit (with an Idempotency-Key
-derived from the content, so a retried push returns the same revision)."""
+"""Pushing a directory as a revision, sending only what the server lacks: the commit of the
+file list (sizes and SHA-256, with an Idempotency-Key derived from the content, so a retried
+push returns the same revision) first; when the server answers that it lacks some contents, it
+names them, the client sends those and commits again. An unchanged push is one request, and
+reads no file whose stat is what it was at the last push (files.HashCache)."""
 
 from __future__ import annotations
 
@@ -11,15 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from hwrepo.client.api import Api, ClientError
 from hwrepo.client.files import IGNORE_FILE, LocalFile, collect, idempotency_key
@@ -87,11 +80,20 @@ class Reporter:
         self.done = 0
         self.next_line = 0
         self.lock = threading.Lock()  # blobs go out from several threads
-        self.progress: Progress | None = None
+        self.progress: Any = None  # rich's Progress, on a terminal
         self.task: Any = None
 
     def __enter__(self) -> Reporter:
         if self.tty and self.total:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             self.progress = Progress(
                 TextColumn("uploading {task.fields[files]} files"),
                 BarColumn(),
@@ -145,11 +147,19 @@ def push(
             f"the patterns of {IGNORE_FILE} are left out"
         )
     base = f"/projects/{owner}/{name}"
-    missing = set(
-        api.json("POST", f"{base}/blobs/missing", json={"files": [f.ref() for f in files]})[
-            "missing"
-        ]
-    )
+    commit = {"files": [f.ref() for f in files], "message": message}
+    key = {"Idempotency-Key": idempotency_key(files, message)}
+    try:
+        revision = api.json("POST", f"{base}/revisions/commit", json=commit, headers=key)
+        return Pushed(revision, len(files), 0, 0, left_out)
+    except ClientError as exc:
+        if exc.status != 422 or "were not uploaded" not in exc.message:
+            raise
+        if "missing" in exc.problem:
+            missing = set(exc.problem["missing"])
+        else:  # a server that does not name them: ask
+            asked = api.json("POST", f"{base}/blobs/missing", json={"files": commit["files"]})
+            missing = set(asked["missing"])
     to_send: dict[str, LocalFile] = {}
     for f in files:
         if f.sha256 in missing:
@@ -171,10 +181,5 @@ def push(
         with ThreadPoolExecutor(max_workers=PARALLEL_BLOBS) as pool:
             for sent in [pool.submit(send, sha, f) for sha, f in order]:
                 sent.result()  # the first failure is the push's
-    revision = api.json(
-        "POST",
-        f"{base}/revisions/commit",
-        json={"files": [f.ref() for f in files], "message": message},
-        headers={"Idempotency-Key": idempotency_key(files, message)},
-    )
+    revision = api.json("POST", f"{base}/revisions/commit", json=commit, headers=key)
     return Pushed(revision, len(files), len(to_send), total, left_out)

@@ -16,21 +16,22 @@ import getpass
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from hwrepo.client import reports
 from hwrepo.client.api import Api, ClientError
 from hwrepo.client.checks import find_check, latest_revision
 from hwrepo.client.config import ClientConfig
-from hwrepo.client.diff import print_comparison
 from hwrepo.client.push import ensure_project, push, split_project
 from hwrepo.client.watch import EXIT_PUSH_FAILED, Outcome, wait
 from hwrepo.domain import pages
+
+# rich (tables, markup, the progress bar) and the reports' libraries are imported where they are
+# used: a push that prints two plain lines starts without them.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 EXIT_CODES = (
     "Exit codes: 0 every check passed; 1 a check failed; 2 a check errored, timed out, was "
@@ -38,8 +39,36 @@ EXIT_CODES = (
     "unreachable, bad token, no permission, rejected upload)."
 )
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+
+class _LazyConsole:
+    """A rich Console made at its first use."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self.stderr = stderr
+        self.console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.console is None:
+            from rich.console import Console
+
+            self.console = Console(stderr=self.stderr, highlight=False)
+        return getattr(self.console, name)
+
+
+err: Any = _LazyConsole(stderr=True)
+out: Any = _LazyConsole(stderr=False)
+
+
+def escape(text: str) -> str:
+    """`text` shown as it is by rich (no markup in it)."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def say(line: str, *, stderr: bool = True) -> None:
+    """A plain line, as it is (no markup, no wrapping)."""
+    print(line, file=sys.stderr if stderr else sys.stdout, flush=True)
 
 
 def api_client(server: str | None = None, token: str | None = None) -> Api:
@@ -100,6 +129,8 @@ def _show(state: str, check: dict[str, Any]) -> None:
 
 
 def _table(body: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(show_edge=False, pad_edge=False)
     for column in ("state", "kind", "check", "summary"):
         table.add_column(column)
@@ -140,7 +171,8 @@ def push_command(
     syntax)."""
     try:
         api = api_client()
-        ensure_project(api, project, create=create, licence=licence, private=private)
+        if create:  # else the push itself finds out (one request less)
+            ensure_project(api, project, create=create, licence=licence, private=private)
     except ClientError as exc:
         fail(exc)
     code = push_and_report(
@@ -177,17 +209,20 @@ def push_and_report(
     try:
         pushed = push(api, project, directory, message=message)
     except ClientError as exc:
+        if exc.status == 404:  # which is it: no such project, or one this token may not see?
+            try:
+                ensure_project(api, project, create=False, licence=None, private=False)
+            except ClientError as why:
+                fail(why)
         fail(exc)
     revision = pushed.revision
     owner, name = split_project(project)
     number = int(revision["number"])
     page = pages.revision_page(api.server, owner, name, number)
     again = "" if revision.get("created_now", True) else " (the same push as before)"
-    err.print(
+    say(
         f"revision {number} of {project}{again}: {pushed.files} files, "
-        f"{pushed.sent_files} sent ({pushed.sent_bytes} bytes)",
-        markup=False,
-        soft_wrap=True,
+        f"{pushed.sent_files} sent ({pushed.sent_bytes} bytes)"
     )
     code = 0
     result: dict[str, Any] = {"revision": revision, "url": page}
@@ -222,13 +257,15 @@ def push_and_report(
     if as_json:
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:
-        out.print(page, markup=False, soft_wrap=True)
+        say(page, stderr=False)
     return code
 
 
 def _reports(
     api: Api, project: str, number: int, outcome: Outcome, junit: Path | None, sarif: Path | None
 ) -> None:
+    from hwrepo.client import reports
+
     try:
         if junit is not None:
             reports.write_junit(reports.junit(api, project, number, outcome.checks), junit)
@@ -352,6 +389,8 @@ def projects_command(
     if as_json:
         sys.stdout.write(json.dumps(page, indent=1) + "\n")
         return
+    from rich.table import Table
+
     table = Table(show_edge=False, pad_edge=False)
     for column in ("project", "kind", "visibility", "description"):
         table.add_column(column)
@@ -380,6 +419,8 @@ def diff_command(
     if as_json:
         sys.stdout.write(json.dumps(document, indent=1) + "\n")
     else:
+        from hwrepo.client.diff import print_comparison
+
         print_comparison(out, document, page)
 
 

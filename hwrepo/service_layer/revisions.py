@@ -15,6 +15,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from stat import S_IFREG
@@ -106,12 +107,7 @@ def create_revision(
         if existing is not None:
             return _replay(project, existing, fingerprint, idempotency_key)
 
-    new_bytes = 0
-    for staged in staging.files:
-        if backends.store.put_blob(
-            staged.sha256, staged.local_path, staged.size, media_type(staged.path)
-        ):
-            new_bytes += staged.size
+    new_bytes = _put_blobs(backends, staging.files)
     return _commit(
         backends,
         project,
@@ -123,6 +119,26 @@ def create_revision(
         base=base,
         fingerprint=fingerprint,
     )
+
+
+# Staged files put to the bucket at once: one is read from disk and hashed for its signature
+# while another is on the wire.
+PARALLEL_PUTS = 4
+
+
+def _put_blobs(backends: Backends, staged: list[StagedFile]) -> int:
+    """Each staged content into the bucket (once) unless its blob is there; the bytes that
+    were new. The first failure is the upload's."""
+    unique = list({f.sha256: f for f in staged}.values())
+
+    def put(f: StagedFile) -> int:
+        new = backends.store.put_blob(f.sha256, f.local_path, f.size, media_type(f.path))
+        return f.size if new else 0
+
+    if len(unique) < 2:
+        return sum(put(f) for f in unique)
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_PUTS, len(unique))) as pool:
+        return sum(pool.map(put, unique))
 
 
 def _commit(
@@ -277,16 +293,6 @@ def commit_revision(
     refs = _checked_refs(files, backends.settings.upload_limits)
     if not refs and not inherited:
         raise Invalid("a revision needs at least one file")
-    missing = []
-    for ref in refs:
-        stored = backends.store.blob_size(ref.sha256)
-        if stored != ref.size:
-            missing.append(ref.path)
-    if missing:
-        shown = ", ".join(missing[:10]) + (
-            f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        )
-        raise Invalid(f"the contents of {shown} were not uploaded (send them first)")
     by_path = {f.path: f for f in inherited}
     for ref in refs:
         by_path[ref.path] = FileEntry(ref.path, ref.size, ref.sha256, media_type(ref.path))
@@ -294,10 +300,20 @@ def commit_revision(
     entries = [by_path[p] for p in sorted(by_path)]
     fingerprint = _fingerprint(entries, message, base)
     if idempotency_key is not None:
+        # A retry of a commit that was made: its contents were checked then (and blobs are
+        # never removed from under a revision), so it needs no look at the bucket.
         with backends.reading() as index:
             existing = index.revision_by_idempotency_key(project.id, idempotency_key)
         if existing is not None:
             return _replay(project, existing, fingerprint, idempotency_key)
+    missing = [ref for ref in refs if backends.store.blob_size(ref.sha256) != ref.size]
+    if missing:
+        paths = [ref.path for ref in missing]
+        shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+        raise Invalid(
+            f"the contents of {shown} were not uploaded (send them first)",
+            missing=sorted({ref.sha256 for ref in missing}),
+        )
     return _commit(
         backends,
         project,

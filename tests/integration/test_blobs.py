@@ -53,3 +53,38 @@ def test_a_blob_of_several_parts_is_stored_whole_and_wrong_bytes_are_refused(
     got = api.get(f"{base}/revisions/{number}/files/data/big.bin", headers=alice.headers)
     assert got.status_code == 200
     assert hashlib.sha256(got.content).hexdigest() == sha
+
+
+def test_a_commit_names_the_contents_it_lacks_and_a_retry_needs_none(
+    api: TestClient, alice: Actor
+) -> None:
+    """What `hwrepo push` relies on: commit first; the answer names the missing contents (by
+    SHA-256, each once); once they are sent the same commit makes the revision, and the same
+    commit again (its Idempotency-Key) returns it."""
+    project = new_project(api, alice.headers, "commit-first")
+    base = f"/api/v1/projects/{project}"
+    kept, new = b"module kept; endmodule\n", os.urandom(70_000)
+    for data in (kept,):
+        sha = hashlib.sha256(data).hexdigest()
+        headers = alice.headers | {"Content-Length": str(len(data))}
+        assert api.put(f"{base}/blobs/{sha}", content=data, headers=headers).status_code == 201
+    refs = [
+        {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+        for p, d in [("rtl/kept.v", kept), ("data/a.bin", new), ("data/b.bin", new)]
+    ]
+    commit = {"files": refs, "message": "first"}
+    key = alice.headers | {"Idempotency-Key": "commit-first-1"}
+
+    problem = assert_problem(api.post(f"{base}/revisions/commit", json=commit, headers=key), 422)
+    assert problem["missing"] == [refs[1]["sha256"]]
+    assert "data/a.bin, data/b.bin" in problem["detail"]
+
+    headers = alice.headers | {"Content-Length": str(len(new))}
+    r = api.put(f"{base}/blobs/{refs[1]['sha256']}", content=new, headers=headers)
+    assert r.status_code == 201, r.text
+    first = api.post(f"{base}/revisions/commit", json=commit, headers=key)
+    assert first.status_code == 201 and first.json()["created_now"] is True, first.text
+    again = api.post(f"{base}/revisions/commit", json=commit, headers=key)
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["number"] == first.json()["number"]

@@ -10,6 +10,7 @@ are what its name says.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -68,22 +69,40 @@ class _Body:
 
     def __init__(self, chunks: AsyncIterator[bytes]) -> None:
         self.chunks = chunks
-        self.pending = bytearray()  # appended to in place: a part of 16 MiB is not copied over
+        self.pending: deque[bytes] = deque()  # received, not yet read: joined once, when read
+        self.size = 0
         self.done = False
 
-    def read(self, n: int = -1) -> bytes:
-        while not self.done and (n < 0 or len(self.pending) < n):
+    async def _fill(self, n: int) -> None:
+        while not self.done and (n < 0 or self.size < n):
             try:
-                self.pending += anyio.from_thread.run(self.chunks.__anext__)
+                chunk = await self.chunks.__anext__()
             except StopAsyncIteration:
                 self.done = True
-        if n < 0 or n >= len(self.pending):
-            out = bytes(self.pending)
-            self.pending.clear()
-        else:
-            out = bytes(self.pending[:n])
-            del self.pending[:n]
-        return out
+                break
+            self.pending.append(chunk)
+            self.size += len(chunk)
+
+    def read(self, n: int = -1) -> bytes:
+        # One trip to the event loop per read (a part of the bucket's upload), not per chunk
+        # the server received (64 KiB): each trip wakes the loop and this thread.
+        if not self.done and (n < 0 or self.size < n):
+            anyio.from_thread.run(self._fill, n)
+        if n < 0 or n >= self.size:
+            taken, self.pending, self.size = self.pending, deque(), 0
+            return b"".join(taken)
+        taken: list[bytes] = []
+        got = 0
+        while got < n:
+            chunk = self.pending.popleft()
+            if got + len(chunk) > n:  # split the last one: the rest stays first in line
+                cut = n - got
+                self.pending.appendleft(chunk[cut:])
+                chunk = chunk[:cut]
+            taken.append(chunk)
+            got += len(chunk)
+        self.size -= got
+        return b"".join(taken)
 
 
 @router.put(
