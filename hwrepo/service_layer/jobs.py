@@ -240,18 +240,22 @@ def store_result(store: ObjectStore, job: Job, result: CheckResult, started: Any
     return event
 
 
-def execute(store: ObjectStore, kind: CheckKind, job: Job, dirs: WorkerDirs) -> events.Event:
+def execute(
+    store: ObjectStore, kind: CheckKind, job: Job, dirs: WorkerDirs, attempt: int = 1
+) -> events.Event:
     """Run the job to its end and store its outputs. Whatever happens inside the kind, the
-    answer is a `check.finished` event (an exception becomes `errored`, never `passed`)."""
+    answer is a `check.finished` event (an exception becomes `errored`, never `passed`).
+    `attempt`: the delivery of the job; only a later one can find a live log of an earlier."""
     started = utcnow()
     ws = Workspace(
         root=dirs.jobs / f"{job.job_id}-{uuid.uuid4().hex[:8]}", cache=dirs.kind_cache(kind.name)
     ).create()
     live = live_log_prefix(job.project_id, job.revision, job.check_id, job.run)
+    copier = livelog.LiveLog(store, live, ws.log, clear=attempt > 1)
     try:
         try:
             materialise(store, job, ws, dirs)
-            with livelog.LiveLog(store, live, ws.log):
+            with copier:
                 result = kind.run(job, ws, Sandbox(ws))
         except Exception as exc:
             log.error("job %s (%s) failed:\n%s", job.job_id, job.name, traceback.format_exc())
@@ -264,7 +268,8 @@ def execute(store: ObjectStore, kind: CheckKind, job: Job, dirs: WorkerDirs) -> 
                 artifacts=[Artifact("log.txt", ws.log, "text/plain", "the job's log")],
             )
         finished = store_result(store, job, result, started)
-        livelog.remove(store, live)  # the whole log is the run's log.txt now
+        if copier.wrote or attempt > 1:
+            livelog.remove(store, live)  # the whole log is the run's log.txt now
         return finished
     finally:
         ws.remove()
