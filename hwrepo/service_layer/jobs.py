@@ -15,6 +15,7 @@ import socket
 import tempfile
 import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from hwrepo.service_layer import livelog
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+ARTIFACT_PUTS = 4  # artifacts stored at once
 
 
 @dataclass
@@ -215,18 +217,24 @@ def store_result(store: ObjectStore, job: Job, result: CheckResult, started: Any
         # regular files reached without a symlink leave the worker.
         if artifact.path.is_symlink() or not artifact.path.is_file():
             continue
-        size = artifact.path.stat().st_size
-        key = prefix + "artifacts/" + artifact.name
-        store.put_file(key, artifact.path, size, artifact.media_type)
         artifacts.append(
             {
                 "name": artifact.name,
-                "key": key,
+                "key": prefix + "artifacts/" + artifact.name,
                 "media_type": artifact.media_type,
-                "size": size,
+                "size": artifact.path.stat().st_size,
                 "description": artifact.description,
+                "path": artifact.path,
             }
         )
+
+    def put(item: dict[str, Any]) -> None:
+        store.put_file(item["key"], item.pop("path"), item["size"], item["media_type"])
+
+    # The artifacts at once (a job's are a few small files: each put is mostly a round trip),
+    # then the record that lists them.
+    with ThreadPoolExecutor(max_workers=ARTIFACT_PUTS) as pool:
+        list(pool.map(put, artifacts))
     event = finished_event(
         job,
         result.state,
