@@ -386,7 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         "previous one); the first always runs (default: %(default)s)",
     )
     parser.add_argument(
-        "--poll-s", type=float, default=0.05, help="how often the API is polled for the verdict"
+        "--poll-s",
+        type=float,
+        default=None,
+        help="how often the API is polled for the verdict (default: every 0.01 s once the "
+        "check's check.finished is stored, which is when polling starts; every 0.05 s with "
+        "--poll-while-running)",
     )
     parser.add_argument(
         "--poll-while-running",
@@ -451,8 +456,8 @@ def main(argv: list[str] | None = None) -> int:
                 stack.pipeline([KIND], data_dir=data_dir) as pipe,
                 EventClock(pipe.settings.nats_urls[0]) as clock,
             ):
-                pipe.poll_s = args.poll_s
                 pipe.clock = None if args.poll_while_running else clock
+                pipe.poll_s = args.poll_s or (0.05 if args.poll_while_running else 0.01)
                 for row in rows:
                     p = row.revisions.params
                     env = envs[(p.cocotb, tuple(sorted(p.requirements)))]
