@@ -31,6 +31,11 @@ from hwrepo.service_layer import livelog
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 ARTIFACT_PUTS = 4  # artifacts stored at once
+# Removing a job's workspace right after its sandbox ended takes from a millisecond to over
+# 100 ms (the kernel still tearing down the sandbox's mounts of it): one thread of its own
+# removes them, after the result is stored, so that neither the check.finished event nor the
+# worker's next job waits for it. Its queue is worked off before the process exits.
+_REMOVER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workspace-removal")
 
 
 @dataclass
@@ -280,4 +285,4 @@ def execute(
             livelog.remove(store, live)  # the whole log is the run's log.txt now
         return finished
     finally:
-        ws.remove()
+        _REMOVER.submit(ws.remove)
