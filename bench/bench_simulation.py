@@ -339,14 +339,15 @@ def measure(row: Row, pipe: Pipeline, env: simenv.PythonEnv, scratch: Path, n: i
 
 def warm_up(pipe: Pipeline, clock: EventClock, root: Path) -> None:
     """One upload before the timed ones, of a revision that plans no job (a README alone), until
-    it is planned: the first request of a freshly started API (connection pools, statement
-    caches) and the planner's first revision are not timed. The worker has run nothing: its model
-    cache is as empty as before."""
+    it is planned, and a read of its checks: the first requests of a freshly started API
+    (connection pools, statement caches) and the planner's first revision are not timed. The
+    worker has run nothing: its model cache is as empty as before."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "README.md").write_text("warm-up\n", encoding="utf-8")
     project = pipe.project("warm-up")
     rev = upload_dir(pipe.client, pipe.headers, project, root, message="warm-up")
     clock.first("revision.planned", project, rev["number"], timeout_s=60)
+    pipe.checks(project, rev["number"])
 
 
 # -- main ----------------------------------------------------------------------------------------
