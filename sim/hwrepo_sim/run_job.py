@@ -79,9 +79,24 @@ def _get_runner(simulator: str) -> Any:
     _cocotb_package_only()
     try:
         from cocotb_tools.runner import get_runner  # cocotb 2.x
-    except ImportError:
-        from cocotb.runner import get_runner  # cocotb 1.x
+    except (ImportError, AttributeError):
+        _cocotb_initialised()
+        try:
+            from cocotb_tools.runner import get_runner  # a cocotb 2.x wanting its package whole
+        except ImportError:
+            from cocotb.runner import get_runner  # cocotb 1.x
     return get_runner(simulator)
+
+
+def _cocotb_initialised() -> None:
+    """Forget an uninitialised `cocotb` (and what was imported under it), so that the next
+    import runs the package's `__init__` after all."""
+    module = sys.modules.get("cocotb")
+    if module is not None and not hasattr(module, "__version__"):
+        for name in [n for n in sys.modules if n == "cocotb" or n.startswith("cocotb.")]:
+            del sys.modules[name]
+        for name in [n for n in sys.modules if n.startswith("cocotb_tools")]:
+            del sys.modules[name]
 
 
 def _cocotb_version() -> str:
