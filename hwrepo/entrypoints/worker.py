@@ -267,7 +267,9 @@ class Worker:
         await _publish(js, jobs.started_event(job, attempt))
         heartbeat = asyncio.create_task(eventbus.keep_alive(msg, self.options.ack_wait_s / 4))
         try:
-            finished = await asyncio.to_thread(jobs.execute, self.store, kind, job, self.dirs)
+            finished = await asyncio.to_thread(
+                jobs.execute, self.store, kind, job, self.dirs, attempt
+            )
         finally:
             heartbeat.cancel()
         await _publish(js, finished)

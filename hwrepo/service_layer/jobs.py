@@ -15,6 +15,7 @@ import socket
 import tempfile
 import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,12 @@ from hwrepo.service_layer import livelog
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+ARTIFACT_PUTS = 4  # artifacts stored at once
+# Removing a job's workspace right after its sandbox ended takes from a millisecond to over
+# 100 ms (the kernel still tearing down the sandbox's mounts of it): one thread of its own
+# removes them, after the result is stored, so that neither the check.finished event nor the
+# worker's next job waits for it. Its queue is worked off before the process exits.
+_REMOVER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workspace-removal")
 
 
 @dataclass
@@ -215,18 +222,24 @@ def store_result(store: ObjectStore, job: Job, result: CheckResult, started: Any
         # regular files reached without a symlink leave the worker.
         if artifact.path.is_symlink() or not artifact.path.is_file():
             continue
-        size = artifact.path.stat().st_size
-        key = prefix + "artifacts/" + artifact.name
-        store.put_file(key, artifact.path, size, artifact.media_type)
         artifacts.append(
             {
                 "name": artifact.name,
-                "key": key,
+                "key": prefix + "artifacts/" + artifact.name,
                 "media_type": artifact.media_type,
-                "size": size,
+                "size": artifact.path.stat().st_size,
                 "description": artifact.description,
+                "path": artifact.path,
             }
         )
+
+    def put(item: dict[str, Any]) -> None:
+        store.put_file(item["key"], item.pop("path"), item["size"], item["media_type"])
+
+    # The artifacts at once (a job's are a few small files: each put is mostly a round trip),
+    # then the record that lists them.
+    with ThreadPoolExecutor(max_workers=ARTIFACT_PUTS) as pool:
+        list(pool.map(put, artifacts))
     event = finished_event(
         job,
         result.state,
@@ -240,18 +253,22 @@ def store_result(store: ObjectStore, job: Job, result: CheckResult, started: Any
     return event
 
 
-def execute(store: ObjectStore, kind: CheckKind, job: Job, dirs: WorkerDirs) -> events.Event:
+def execute(
+    store: ObjectStore, kind: CheckKind, job: Job, dirs: WorkerDirs, attempt: int = 1
+) -> events.Event:
     """Run the job to its end and store its outputs. Whatever happens inside the kind, the
-    answer is a `check.finished` event (an exception becomes `errored`, never `passed`)."""
+    answer is a `check.finished` event (an exception becomes `errored`, never `passed`).
+    `attempt`: the delivery of the job; only a later one can find a live log of an earlier."""
     started = utcnow()
     ws = Workspace(
         root=dirs.jobs / f"{job.job_id}-{uuid.uuid4().hex[:8]}", cache=dirs.kind_cache(kind.name)
     ).create()
     live = live_log_prefix(job.project_id, job.revision, job.check_id, job.run)
+    copier = livelog.LiveLog(store, live, ws.log, clear=attempt > 1)
     try:
         try:
             materialise(store, job, ws, dirs)
-            with livelog.LiveLog(store, live, ws.log):
+            with copier:
                 result = kind.run(job, ws, Sandbox(ws))
         except Exception as exc:
             log.error("job %s (%s) failed:\n%s", job.job_id, job.name, traceback.format_exc())
@@ -264,7 +281,8 @@ def execute(store: ObjectStore, kind: CheckKind, job: Job, dirs: WorkerDirs) -> 
                 artifacts=[Artifact("log.txt", ws.log, "text/plain", "the job's log")],
             )
         finished = store_result(store, job, result, started)
-        livelog.remove(store, live)  # the whole log is the run's log.txt now
+        if copier.wrote or attempt > 1:
+            livelog.remove(store, live)  # the whole log is the run's log.txt now
         return finished
     finally:
-        ws.remove()
+        _REMOVER.submit(ws.remove)

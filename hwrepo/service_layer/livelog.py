@@ -36,20 +36,31 @@ def segment_key(prefix: str, offset: int) -> str:
 
 
 class LiveLog:
-    """Copies `path` to `prefix` in the bucket while the `with` block runs."""
+    """Copies `path` to `prefix` in the bucket while the `with` block runs. `clear`: remove
+    what an earlier attempt of the run left there first (a first attempt has nothing to
+    remove). `wrote` says whether anything may have been stored (a put was tried)."""
 
     def __init__(
-        self, store: ObjectStore, prefix: str, path: Path, *, every_s: float = EVERY_S
+        self,
+        store: ObjectStore,
+        prefix: str,
+        path: Path,
+        *,
+        every_s: float = EVERY_S,
+        clear: bool = True,
     ) -> None:
         self.store, self.prefix, self.path, self.every_s = store, prefix, path, every_s
+        self.clear = clear
         self.copied = 0
+        self.wrote = False
         self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the log once seen
         self._stopped = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="live-log", daemon=True)
 
     def __enter__(self) -> LiveLog:
-        remove(self.store, self.prefix)  # what an earlier attempt of the run left
+        if self.clear:
+            remove(self.store, self.prefix)  # what an earlier attempt of the run left
         self._thread.start()
         return self
 
@@ -86,6 +97,7 @@ class LiveLog:
                 data = os.pread(fd, min(SEGMENT_BYTES, end - self.copied), self.copied)
                 if not data:
                     break
+                self.wrote = True
                 self.store.put_bytes(segment_key(self.prefix, self.copied), data, MEDIA_TYPE)
                 self.copied += len(data)
         finally:

@@ -13,8 +13,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hwrepo.adapters.objectstore import live_log_prefix
+from hwrepo.checks.core.kind import (
+    Artifact,
+    CheckKind,
+    CheckResult,
+    PlannedJob,
+    RevisionFiles,
+    Workspace,
+)
+from hwrepo.checks.run.runner import Sandbox
 from hwrepo.config import Settings
-from hwrepo.service_layer import livelog
+from hwrepo.domain.checks import Job
+from hwrepo.service_layer import jobs, livelog
 from hwrepo.service_layer.backends import Backends
 from tests.conftest import make_actor
 from tests.integration.helpers import clean_env
@@ -191,3 +202,49 @@ def test_a_running_simulation_s_log_is_read_before_it_ends_and_followed(
             http.close()
         # the worker removed its copy once the whole log was stored
         assert not [k for k in backends.store.list_keys("results/") if "/live-log/" in k]
+
+
+class _Logging(CheckKind):
+    """A kind whose job only writes a line to its log (no tool: nothing to sandbox)."""
+
+    name = "logging"
+    description = "writes its log"
+
+    def available(self) -> str | None:
+        return None
+
+    def plan(self, revision: RevisionFiles) -> list[PlannedJob]:
+        return []
+
+    def run(self, job: Job, ws: Workspace, sandbox: Sandbox) -> CheckResult:
+        ws.log.write_text("done\n", encoding="utf-8")
+        return CheckResult("passed", "done", artifacts=[Artifact("log.txt", ws.log, "text/plain")])
+
+
+def _job(check_id: str) -> Job:
+    return Job(
+        check_id=check_id,
+        kind="logging",
+        name="log",
+        params={},
+        inputs=[],
+        timeout_s=60,
+        project="o/p",
+        project_id="p",
+        revision=1,
+        revision_id="r",
+        waivers=[],
+    )
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_a_job_leaves_no_live_log_behind(backends: Backends, tmp_path: Path, attempt: int) -> None:
+    job = _job(f"c{attempt}")
+    prefix = live_log_prefix(job.project_id, job.revision, job.check_id, job.run)
+    if attempt > 1:  # what the first attempt's worker copied before it died
+        backends.store.put_bytes(livelog.segment_key(prefix, 0), b"stale\n", livelog.MEDIA_TYPE)
+    finished = jobs.execute(backends.store, _Logging(), job, jobs.WorkerDirs(tmp_path), attempt)
+    assert finished.data["state"] == "passed"
+    assert list(backends.store.list_keys(prefix)) == []
+    log = next(a for a in finished.data["artifacts"] if a["name"] == "log.txt")
+    assert backends.store.get_bytes(log["key"]) == b"done\n"

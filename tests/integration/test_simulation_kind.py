@@ -570,5 +570,7 @@ def test_writing_outside_the_workspace_is_refused(tmp_path: Path, shared_cache: 
     assert list(outside.iterdir()) == []
     assert not list((shared_cache / "envs").glob("*/pwned.txt"))
     assert "pwned" not in (REPO / "sim" / "hwrepo_sim" / "__init__.py").read_text()
+    copies = list(shared_cache.glob("sim-code/*/hwrepo_sim/__init__.py"))  # what the steps ran
+    assert copies and not any("pwned" in c.read_text() for c in copies)
     assert not Path("/usr/local/pwned.txt").exists()
     assert_still_serving(shared_cache, tmp_path)

@@ -979,6 +979,16 @@ def _supervise(
     os.set_blocking(out, False)
     sel = selectors.DefaultSelector()
     sel.register(out, selectors.EVENT_READ)
+    # The outer bwrap's exit wakes the loop too (a pidfd is readable once the process has
+    # exited): the output's end and the exit come in either order, and whichever comes second
+    # is waited for, not polled.
+    try:
+        exit_fd: int | None = os.pidfd_open(proc.pid)
+    except OSError:
+        exit_fd = None
+    if exit_fd is not None:
+        sel.register(exit_fd, selectors.EVENT_READ)
+    watching = {out, *([exit_fd] if exit_fd is not None else [])}
     deadline = start + limits.wall_s
     head = bytearray()
     tail = _Ring(max(limits.output_bytes // 2, _TAIL_BYTES))
@@ -1045,11 +1055,16 @@ def _supervise(
                     if _Init.uid_tasks() >= limits.processes:
                         reason = "process limit"
                         break
-            if eof:
+            for fd, done in ((out, eof), (exit_fd, status is not None)):
+                if done and fd in watching:
+                    sel.unregister(fd)
+                    watching.discard(fd)
+            if not watching:
                 time.sleep(_POLL_S)
                 continue
             poll = _POLL_S if init is not None else 0.005  # look for the sandbox's PID 1 soon
-            if sel.select(timeout=max(0.0, min(poll, deadline - now))):
+            ready = sel.select(timeout=max(0.0, min(poll, deadline - now)))
+            if any(key.fd == out for key, _ in ready):
                 for _ in range(64):  # at most 4 MiB before looking at the clock again
                     try:
                         chunk = os.read(out, 65536)
@@ -1063,6 +1078,8 @@ def _supervise(
                         break
     finally:
         sel.close()
+        if exit_fd is not None:
+            os.close(exit_fd)
         if reason is not None and status is None:
             _kill_sandbox(proc, init)
             status = _reap(proc)

@@ -22,6 +22,15 @@ Model builds (`icarus/`, `verilator/`)
 Keyed by the SHA-256 of everything that shapes the model (see `build_key`), built in the sandbox
 into a temporary directory, then renamed into place and sealed the same way. Jobs bind them
 read-only, so a build serves every later job and revision with the same key.
+
+The steps' own code (`sim-code/`)
+---------------------------------
+What runs in every step besides cocotb — the `hwrepo_sim` package and the scanner of paths
+leaving the revision — copied with its bytecode (`sim_code`), keyed by the SHA-256 of the
+sources and the compiling Python's version. A sandboxed Python cannot write bytecode, so
+without it every step compiled these modules again; a checkout kept without bytecode
+(PYTHONDONTWRITEBYTECODE) has none of its own, and the worker never imports `hwrepo_sim`
+itself. Made by the worker once, from hwrepo's own files (nothing of any revision).
 """
 
 from __future__ import annotations
@@ -31,11 +40,14 @@ import fcntl
 import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
+import py_compile
 import re
 import shutil
 import stat
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,7 +57,7 @@ from typing import Any
 
 from hwrepo.checks.run.installed import verilator_root
 from hwrepo.checks.run.runner import probe
-from hwrepo.checks.run.sandbox import SYSTEM_PATH, SandboxLimits, run_sandboxed
+from hwrepo.checks.run.sandbox import SYSTEM_PATH, Mount, SandboxLimits, run_sandboxed
 
 HOST_PYTHON = Path("/usr/bin/python3")
 ENV_MARKER = "hwrepo-env.json"
@@ -53,6 +65,8 @@ BUILD_MARKER = "hwrepo-build.json"
 ENV_BUILD_TIMEOUT_S = 900.0
 ENV_LAYOUT = 1  # bump to rebuild every environment after a change of how they are made
 BUILD_LAYOUT = 1  # the same for model builds
+SIM_CODE_LAYOUT = 1  # the same for the steps' own code
+SCANNER_MODULE = "hwrepo_references"  # the scanner's file name in the code's copy (.py)
 STALE_TMP_S = 6 * 3600.0
 
 
@@ -489,3 +503,68 @@ def build_key(
             "base_env": str(base_env),
         }
     )
+
+
+# ----------------------------------------------------------------------------- the steps' code
+
+
+@dataclass(frozen=True)
+class SimCode:
+    """The steps' own code as a sandbox sees it: `mount` binds it read-only at the path of
+    the `sim/` directory (so PYTHONPATH and tracebacks name the same files as before), and
+    `scanner` is the reference scanner's path inside the sandbox."""
+
+    mount: Mount
+    scanner: Path
+
+
+def _sim_sources(sim_dir: Path, scanner: Path) -> list[tuple[str, Path]]:
+    """(path in the copy, source file) of the steps' code."""
+    package = sim_dir / "hwrepo_sim"
+    found = [(f"hwrepo_sim/{p.name}", p) for p in sorted(package.glob("*.py")) if p.is_file()]
+    return [*found, (f"{SCANNER_MODULE}.py", scanner)]
+
+
+def sim_code(cache: Path, sim_dir: Path, scanner: Path) -> SimCode:
+    """The steps' code with its bytecode under `cache/sim-code/<key>`, made if missing (see
+    the module's docstring). Where it cannot be made, the sources themselves (compiled by
+    every step, as before)."""
+    fallback = SimCode(Mount(sim_dir), scanner)
+    try:
+        sources = _sim_sources(sim_dir, scanner)
+        digest = hashlib.sha256(f"{SIM_CODE_LAYOUT} {sys.version}".encode())
+        for name, path in sources:
+            digest.update(f"\0{name}\0".encode() + path.read_bytes())
+        root = cache / "sim-code"
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / digest.hexdigest()[:32]
+        if not (final / BUILD_MARKER).is_file():
+            remove_stale(root, ".build-")
+            _make_sim_code(root, final, sources)
+    except (OSError, py_compile.PyCompileError):
+        return fallback
+    return SimCode(Mount(final, sim_dir), sim_dir / f"{SCANNER_MODULE}.py")
+
+
+def _make_sim_code(root: Path, final: Path, sources: list[tuple[str, Path]]) -> None:
+    tmp = root / f".build-{final.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        for name, source in sources:
+            target = tmp / name
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            shutil.copyfile(source, target)
+            target.chmod(0o644)
+            cfile = importlib.util.cache_from_source(str(target))
+            py_compile.compile(str(target), cfile=cfile, doraise=True)
+            Path(cfile).parent.chmod(0o755)
+            Path(cfile).chmod(0o644)
+        for directory in (tmp, tmp / "hwrepo_sim"):
+            directory.chmod(0o755)
+        (tmp / BUILD_MARKER).write_text(json.dumps({"layout": SIM_CODE_LAYOUT}), encoding="utf-8")
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / BUILD_MARKER).is_file():  # else made meanwhile by another worker
+                raise
+    finally:
+        remove_tree(tmp)

@@ -79,6 +79,7 @@ from hwrepo.checks.run.installed import verilator_root, verilator_version
 from hwrepo.checks.run.runner import Sandbox, SandboxUnavailable
 from hwrepo.checks.run.sandbox import (
     SYSTEM_PATH,
+    Mount,
     SandboxError,
     SandboxLimits,
     SandboxResult,
@@ -90,6 +91,7 @@ from hwrepo.checks.simulation.environments import (
     EnvError,
     LockTimeout,
     PythonEnv,
+    SimCode,
     build_key,
     ensure_env,
     file_lock,
@@ -97,6 +99,7 @@ from hwrepo.checks.simulation.environments import (
     remove_stale,
     remove_tree,
     seal_tree,
+    sim_code,
     simulator_version,
     take_file,
     verilator_fst_supported,
@@ -113,7 +116,8 @@ from hwrepo.checks.simulation.testbenches import (
 from hwrepo.domain.checks import Job
 from hwrepo.domain.media import media_type
 
-# The in-sandbox entrypoint (package `hwrepo_sim`), bound read-only into every step.
+# The in-sandbox entrypoint (package `hwrepo_sim`), bound read-only into every step (as the
+# worker's copy of it with its bytecode: `environments.sim_code`).
 SIM_DIR = Path(
     os.environ.get("HWREPO_SIM_DIR") or Path(__file__).resolve().parents[3] / "sim"
 ).resolve()
@@ -315,6 +319,7 @@ class SimulationKind(CheckKind):
         }
         details["timings"]["environment_s"] = round(env.seconds, 3)
 
+        code = sim_code(ws.cache.resolve(), SIM_DIR, REFERENCE_SCANNER)
         run_dir = ws.tmp.resolve() / "sim"
         remove_tree(run_dir)
         for sub in ("home", "tmp"):
@@ -326,7 +331,7 @@ class SimulationKind(CheckKind):
         test_started = time.monotonic()
         if isinstance(p, MakeJobParams):
             # 2+3. the project's own Makefile builds and tests
-            step = self._make(p, env, ws, run_dir, deadline, sandbox)
+            step = self._make(p, env, ws, run_dir, deadline, sandbox, code)
             status = step.status or {}
             variables = status.get("variables")
             if isinstance(variables, dict):
@@ -340,7 +345,7 @@ class SimulationKind(CheckKind):
             # 2+3. the model and the tests, in one process
             waves_format = _waves_format(p)
             waves_name = f"waves.{waves_format}" if waves_format else None
-            step = self._build_and_test(p, env, ws, run_dir, waves_name, deadline, sandbox)
+            step = self._build_and_test(p, env, ws, run_dir, waves_name, deadline, sandbox, code)
             model_dir = run_dir / "build"
             status = step.status or {}
             details["build"] = {"cached": False, "key": None, "seconds": None}
@@ -362,7 +367,7 @@ class SimulationKind(CheckKind):
                 )
         else:
             # 2. the model (cached: a Verilator build takes seconds to minutes)
-            build = self._build(job, p, env, ws, run_dir, deadline, sandbox)
+            build = self._build(job, p, env, ws, run_dir, deadline, sandbox, code)
             details["build"] = {
                 "cached": build.cached,
                 "key": build.key,
@@ -383,7 +388,9 @@ class SimulationKind(CheckKind):
             test_started = time.monotonic()
             waves_format = _waves_format(p)
             waves_name = f"waves.{waves_format}" if waves_format else None
-            step = self._test(p, env, ws, run_dir, build.directory, waves_name, deadline, sandbox)
+            step = self._test(
+                p, env, ws, run_dir, build.directory, waves_name, deadline, sandbox, code
+            )
         details["timings"]["test_s"] = round(time.monotonic() - test_started, 3)
         details["timings"]["total_s"] = round(time.monotonic() - started, 3)
         if step.error is not None:
@@ -406,7 +413,7 @@ class SimulationKind(CheckKind):
         # 4. the verdicts
         discovered: list[str] = []
         if _stopped(result) and isinstance(p, JobParams) and model_dir is not None:
-            discovered = self._list_tests(p, env, ws, run_dir, model_dir, sandbox)
+            discovered = self._list_tests(p, env, ws, run_dir, model_dir, sandbox, code)
         return self._judge(
             p,
             ws,
@@ -447,7 +454,7 @@ class SimulationKind(CheckKind):
         description: dict[str, Any],
         run_dir: Path,
         env: dict[str, str],
-        ro_binds: list[Path],
+        ro_binds: list[Path | Mount],
         rw_binds: list[Path],
         wall_s: float,
         log: Path,
@@ -481,6 +488,7 @@ class SimulationKind(CheckKind):
         run_dir: Path,
         deadline: float,
         sandbox: Sandbox,
+        code: SimCode,
     ) -> _Build:
         start = time.monotonic()
         src = ws.src.resolve()
@@ -529,7 +537,7 @@ class SimulationKind(CheckKind):
                     )
                     return _Build(final, key, True, time.monotonic() - start)
                 return self._build_into(
-                    p, env, ws, run_dir, src, key, final, build_args, deadline, start, sandbox
+                    p, env, ws, run_dir, src, key, final, build_args, deadline, start, sandbox, code
                 )
         except LockTimeout:
             return _Build(None, key, False, time.monotonic() - start, timed_out=True)
@@ -547,14 +555,15 @@ class SimulationKind(CheckKind):
         deadline: float,
         start: float,
         sandbox: Sandbox,
+        code: SimCode,
     ) -> _Build:
         log = ws.log
         _write(log, f"== building the model {p.simulator}/{key[:16]}\n")
         tmp = final.parent / f".build-{key[:16]}-{os.urandom(4).hex()}"
         tmp.mkdir()
         try:
-            description = _build_description(p, src, tmp, build_args)
-            ro = [*env.dirs, SIM_DIR, src]
+            description = _build_description(p, src, tmp, build_args, code.scanner)
+            ro: list[Path | Mount] = [*env.dirs, code.mount, src]
             root = verilator_root()
             if p.simulator == "verilator" and root is not None:
                 ro.append(root.resolve())
@@ -624,6 +633,7 @@ class SimulationKind(CheckKind):
         waves_name: str | None,
         deadline: float,
         sandbox: Sandbox,
+        code: SimCode,
     ) -> _Step:
         src = ws.src.resolve()
         _write(ws.log, f"== running {', '.join(p.test_modules)} on {p.simulator}\n")
@@ -636,7 +646,7 @@ class SimulationKind(CheckKind):
             description,
             run_dir,
             self._step_env(env.path, run_dir, p.simulator),
-            [*env.dirs, SIM_DIR, build_dir],
+            [*env.dirs, code.mount, build_dir],
             [src],
             remaining,
             ws.log,
@@ -650,6 +660,7 @@ class SimulationKind(CheckKind):
         run_dir: Path,
         model_dir: Path,
         sandbox: Sandbox,
+        code: SimCode,
     ) -> list[str]:
         """The tests cocotb discovers (COCOTB_LIST_TESTS, cocotb 2), for a run that stopped
         early: those after the stop are then listed as not run."""
@@ -665,7 +676,7 @@ class SimulationKind(CheckKind):
             description,
             run_dir,
             self._step_env(env.path, run_dir, p.simulator),
-            [*env.dirs, SIM_DIR, model_dir],
+            [*env.dirs, code.mount, model_dir],
             [ws.src.resolve()],
             60.0,
             run_dir / "listing.log",
@@ -690,6 +701,7 @@ class SimulationKind(CheckKind):
         waves_name: str | None,
         deadline: float,
         sandbox: Sandbox,
+        code: SimCode,
     ) -> _Step:
         """Icarus builds in a fraction of a second: the model is built and tested in one
         sandboxed process, in the job's own directory (no model is shared between jobs)."""
@@ -699,7 +711,7 @@ class SimulationKind(CheckKind):
         _write(ws.log, f"== building and running {', '.join(p.test_modules)} on icarus\n")
         build_args = DEFAULT_BUILD_ARGS[p.simulator] + p.build_args
         description = {
-            "build": _build_description(p, src, build_dir, build_args),
+            "build": _build_description(p, src, build_dir, build_args, code.scanner),
             "test": _test_description(p, src, run_dir, build_dir, waves_name),
         }
         return self._sandbox_step(
@@ -709,7 +721,7 @@ class SimulationKind(CheckKind):
             description,
             run_dir,
             self._step_env(env.path, run_dir, p.simulator),
-            [*env.dirs, SIM_DIR],
+            [*env.dirs, code.mount],
             [src],
             max(MIN_STEP_S, deadline - time.monotonic()),
             ws.log,
@@ -723,6 +735,7 @@ class SimulationKind(CheckKind):
         run_dir: Path,
         deadline: float,
         sandbox: Sandbox,
+        code: SimCode,
     ) -> _Step:
         """The project's own Makefile, run by make in the sandbox (its `$(shell ...)` too)."""
         src = ws.src.resolve()
@@ -740,7 +753,7 @@ class SimulationKind(CheckKind):
             "seed": p.seed,
             "tests": p.tests,
         }
-        ro = [*env.dirs, SIM_DIR]
+        ro: list[Path | Mount] = [*env.dirs, code.mount]
         root = verilator_root()
         if p.simulator == "verilator" and root is not None:
             ro.append(root.resolve())
@@ -859,7 +872,7 @@ def _make_waves(p: MakeJobParams, ws: Workspace, details: dict[str, Any]) -> str
 
 
 def _build_description(
-    p: JobParams, src: Path, build_dir: Path, build_args: list[str]
+    p: JobParams, src: Path, build_dir: Path, build_args: list[str], scanner: Path
 ) -> dict[str, Any]:
     return {
         "simulator": p.simulator,
@@ -873,7 +886,7 @@ def _build_description(
         "build_dir": str(build_dir),
         "waves": _waves_format(p),
         "src": str(src),
-        "reference_scanner": str(REFERENCE_SCANNER),
+        "reference_scanner": str(scanner),
     }
 
 
