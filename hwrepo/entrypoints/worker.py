@@ -14,12 +14,14 @@ Workers never touch the database.
 from __future__ import annotations
 
 import asyncio
+import compileall
 import contextlib
 import json
 import logging
 import re
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -71,6 +73,18 @@ async def _publish(js: JetStreamContext, event: events.Event) -> None:
     await eventbus.publish(js, event.nats_subject, event.to_json(), event.id)
 
 
+HWREPO_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def compile_own_code(root: Path = HWREPO_PACKAGE) -> None:
+    """Write the bytecode of hwrepo's own modules beside them where it is missing or stale and
+    the installation lets the worker (a checkout; an installed package has its own already). A
+    sandboxed Python cannot write bytecode, so without it every job would compile the in-sandbox
+    modules it imports again (13 to 38 ms a job)."""
+    with contextlib.suppress(OSError):
+        compileall.compile_dir(root, quiet=2)
+
+
 class Worker:
     def __init__(self, settings: Settings, options: WorkerOptions) -> None:
         self.settings = settings
@@ -101,6 +115,7 @@ class Worker:
         js = self.nc.jetstream()
         await eventbus.ensure_streams(js, self.settings)
         self.latest = await js.key_value(eventbus.LATEST_BUCKET)
+        await asyncio.to_thread(compile_own_code)
         self.kinds = self.select_kinds()
         tasks = []
         if self.options.plan:
