@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import signal
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,7 +143,9 @@ class Worker:
     async def _announce(self, js: JetStreamContext, stop: asyncio.Event) -> None:
         """Say which kinds this worker runs, so the API can tell when nobody runs a kind."""
         kv = await js.key_value(eventbus.WORKERS_BUCKET)
-        key = re.sub(r"[^A-Za-z0-9_-]", "-", jobs.WORKER_NAME)
+        # This worker's own key: another Worker of the same process (or of a host with the same
+        # name and pid) stopping deletes its key, never this one's.
+        key = re.sub(r"[^A-Za-z0-9_-]", "-", f"{jobs.WORKER_NAME}-{uuid.uuid4().hex[:12]}")
         body = json.dumps({"worker": jobs.WORKER_NAME, "kinds": sorted(self.kinds)}).encode()
         while not stop.is_set():
             with contextlib.suppress(Exception):
