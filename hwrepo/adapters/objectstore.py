@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -32,6 +33,7 @@ from hwrepo.domain.errors import ServiceUnavailable
 SERVICE = "S3 object storage"
 T = TypeVar("T")
 CHUNK = 1024 * 1024
+AT_ONCE = 4  # requests to the bucket in flight at once for a batch (each mostly a round trip)
 PART_SIZE = 16 * 1024 * 1024
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
 _BUCKET_EXISTS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
@@ -376,3 +378,12 @@ class _Verifying(io.RawIOBase):
             )
             raise self.mismatch
         return chunk
+
+
+def at_once(work: Callable[[T], Any], items: Sequence[T]) -> list[Any]:
+    """`work` (a request to the bucket) on each item, AT_ONCE at a time, results in order; the
+    first failure is raised."""
+    if len(items) < 2:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(AT_ONCE, len(items))) as pool:
+        return list(pool.map(work, items))

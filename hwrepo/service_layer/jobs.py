@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwrepo.adapters.objectstore import ObjectStore, blob_key, live_log_prefix, result_prefix
+from hwrepo.adapters.objectstore import (
+    ObjectStore,
+    at_once,
+    blob_key,
+    live_log_prefix,
+    result_prefix,
+)
 from hwrepo.checks.core.kind import Artifact, CheckKind, CheckResult, FinalState, Workspace
 from hwrepo.checks.run.runner import Sandbox
 from hwrepo.domain import events
@@ -30,7 +36,6 @@ from hwrepo.service_layer import livelog
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
-ARTIFACT_PUTS = 4  # artifacts stored at once
 # Removing a job's workspace right after its sandbox ended takes from a millisecond to over
 # 100 ms (the kernel still tearing down the sandbox's mounts of it): one thread of its own
 # removes them, after the result is stored, so that neither the check.finished event nor the
@@ -238,8 +243,7 @@ def store_result(store: ObjectStore, job: Job, result: CheckResult, started: Any
 
     # The artifacts at once (a job's are a few small files: each put is mostly a round trip),
     # then the record that lists them.
-    with ThreadPoolExecutor(max_workers=ARTIFACT_PUTS) as pool:
-        list(pool.map(put, artifacts))
+    at_once(put, artifacts)
     event = finished_event(
         job,
         result.state,

@@ -15,7 +15,6 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from stat import S_IFREG
@@ -24,7 +23,7 @@ from typing import BinaryIO
 from stream_zip import ZIP_AUTO, stream_zip
 
 from hwrepo.adapters.archives import StagedFile, StagingArea
-from hwrepo.adapters.objectstore import BlobMismatch, blob_key, manifest_key
+from hwrepo.adapters.objectstore import BlobMismatch, at_once, blob_key, manifest_key
 from hwrepo.config import UploadLimits
 from hwrepo.domain import events
 from hwrepo.domain.documents import manifest_document
@@ -121,11 +120,6 @@ def create_revision(
     )
 
 
-# Staged files put to the bucket at once: one is read from disk and hashed for its signature
-# while another is on the wire.
-PARALLEL_PUTS = 4
-
-
 def _put_blobs(backends: Backends, staged: list[StagedFile]) -> int:
     """Each staged content into the bucket (once) unless its blob is there; the bytes that
     were new. The first failure is the upload's."""
@@ -135,10 +129,9 @@ def _put_blobs(backends: Backends, staged: list[StagedFile]) -> int:
         new = backends.store.put_blob(f.sha256, f.local_path, f.size, media_type(f.path))
         return f.size if new else 0
 
-    if len(unique) < 2:
-        return sum(put(f) for f in unique)
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_PUTS, len(unique))) as pool:
-        return sum(pool.map(put, unique))
+    # several at once: one is read from disk and hashed for its signature while another is on
+    # the wire
+    return sum(at_once(put, unique))
 
 
 def _commit(
@@ -306,7 +299,8 @@ def commit_revision(
             existing = index.revision_by_idempotency_key(project.id, idempotency_key)
         if existing is not None:
             return _replay(project, existing, fingerprint, idempotency_key)
-    missing = [ref for ref in refs if backends.store.blob_size(ref.sha256) != ref.size]
+    sizes = at_once(lambda ref: backends.store.blob_size(ref.sha256), refs)
+    missing = [ref for ref, size in zip(refs, sizes, strict=True) if size != ref.size]
     if missing:
         paths = [ref.path for ref in missing]
         shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")

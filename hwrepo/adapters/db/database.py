@@ -46,8 +46,8 @@ class Database:
             index.bump_generation()
 
     def generation(self) -> int:
-        """The index's generation (Index.generation), on a pooled connection without a
-        session: every request reads it first, so it is kept to one statement."""
+        """The index's generation (bumped by Index.bump_generation), on a pooled connection
+        without a session: every request reads it first, so it is kept to one statement."""
         with _database_errors():
             conn = self.engine.raw_connection()  # back to the pool (rolled back) on close
             try:

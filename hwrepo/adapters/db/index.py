@@ -128,7 +128,6 @@ _threads = ReviewThreadRow.__table__
 _state = IndexStateRow.__table__
 _verdicts = ReviewVerdictRow.__table__
 
-GENERATION = select(_state.c.generation).where(_state.c.id == 1)
 _BUMP = update(_state).where(_state.c.id == 1).values(generation=_state.c.generation + 1)
 _CREDENTIALS = (
     select(
@@ -211,11 +210,7 @@ class Index:
         self.session.flush()
         return list(self.session.connection().execute(stmt, params))
 
-    # -- the generation ------------------------------------------------------------------------
-    def generation(self) -> int:
-        """The index's generation: unchanged as long as nothing was written."""
-        return int(self._rows(GENERATION)[0][0])
-
+    # -- the generation (read by Database.generation) ------------------------------------------
     def bump_generation(self) -> None:
         """Part of every unit of work that writes (Database.writing), last before its commit:
         the row's lock is then held only for the commit."""
