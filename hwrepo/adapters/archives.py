@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Final, cast
 
@@ -191,6 +191,10 @@ class StagingArea:
         self._state = _State()
 
     @property
+    def limits(self) -> ArchiveLimits:
+        return self._limits
+
+    @property
     def files(self) -> list[StagedFile]:
         return list(self._state.files.values())
 
@@ -215,6 +219,19 @@ class StagingArea:
         if replaced is not None:
             _remove([replaced.local_path])
         return staged
+
+    def move_under(self, directory: str) -> None:
+        """Put every file staged so far under `directory`, as if each had been added with it as
+        `base` (UnsafePath when a joined path is not allowed)."""
+        base = normalise_dirpath(directory)
+        if not base:
+            return
+        state = _State(entries=self._state.entries, submitted=self._state.submitted)
+        for staged in self._state.files.values():
+            moved = replace(staged, path=normalise_relpath(staged.path, base=base))
+            state.check_placeable(moved.path)
+            state.put(moved)
+        self._state = state
 
     def add_archive(self, filename: str, stream: BinaryIO, *, base: str = "") -> list[StagedFile]:
         """Stage every file of a .zip, .tar, .tar.gz or .tgz archive under `base`; return them in

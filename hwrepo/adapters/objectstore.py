@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -378,6 +379,129 @@ class _Verifying(io.RawIOBase):
             )
             raise self.mismatch
         return chunk
+
+
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's smallest part but the last
+
+
+class _Abandoned(Exception):
+    """The upload a held put belonged to was refused: its last bytes are never sent."""
+
+
+class _Gate:
+    """Decided once: release (True) or abandon (False)."""
+
+    def __init__(self) -> None:
+        self._decided = threading.Event()
+        self.release = False
+
+    @property
+    def abandoned(self) -> bool:
+        return self._decided.is_set() and not self.release
+
+    def decide(self, release: bool) -> None:
+        if not self._decided.is_set():
+            self.release = release
+            self._decided.set()
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._decided.wait(timeout_s) and self.release
+
+
+class _HeldReader(io.RawIOBase):
+    """A staged file's bytes for the bucket's client, but for the last ones, which wait at the
+    gate: abandoned, the read raises, and the client abandons the multipart upload (S3 then
+    keeps nothing of it)."""
+
+    def __init__(self, fh: BinaryIO, size: int, gate: _Gate, wait_s: float) -> None:
+        self.fh, self.left, self.gate, self.wait_s = fh, size, gate, wait_s
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        want = self.left if n is None or n < 0 else min(n, self.left)
+        if want >= self.left > 0 and not self.gate.wait(self.wait_s):
+            raise _Abandoned
+        chunk = self.fh.read(want)
+        self.left -= len(chunk)
+        return chunk
+
+
+def _held_part_size(size: int) -> int:
+    """A part size (≤ PART_SIZE, ≥ MIN_PART_SIZE) that leaves a last part of a few bytes: what
+    waits for the verdict is then that part's request, not megabytes."""
+    parts = -(-(size - 1) // PART_SIZE)
+    return (size - 1) // parts
+
+
+class HeldPuts:
+    """Blob puts started before the upload they belong to is accepted: each sends all of its
+    file but the last bytes (parts of a multipart upload, AT_ONCE puts at a time), and waits.
+    `release` lets the kept ones finish and abandons the rest; `abandon` (also on leaving the
+    `with` block) abandons all: an abandoned put fails before its last part, S3 drops what it
+    had, and no blob of a refused upload appears. Files of MIN_PART_SIZE or less are not started
+    early: their single PUT could hold nothing back."""
+
+    def __init__(self, store: ObjectStore, wait_s: float = 600.0) -> None:
+        self.store, self.wait_s = store, wait_s
+        self.pool = ThreadPoolExecutor(max_workers=AT_ONCE, thread_name_prefix="held-put")
+        self.started: dict[str, tuple[_Gate, Future[int]]] = {}  # sha256 -> gate, new bytes
+        self.closed = False
+
+    def __enter__(self) -> HeldPuts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abandon()
+
+    def start(self, sha256: str, path: Path, size: int, content_type: str) -> None:
+        if self.closed or size <= MIN_PART_SIZE or sha256 in self.started:
+            return
+        gate = _Gate()
+        future = self.pool.submit(self._put, gate, sha256, path, size, content_type)
+        self.started[sha256] = (gate, future)
+
+    def _put(self, gate: _Gate, sha256: str, path: Path, size: int, content_type: str) -> int:
+        key = blob_key(sha256)
+        if gate.abandoned or self.store.exists(key):
+            return 0
+        with path.open("rb") as fh:
+            reader = _HeldReader(fh, size, gate, self.wait_s)
+            try:
+                self.store._call(
+                    lambda: self.store.client.put_object(
+                        self.store.bucket,
+                        key,
+                        reader,
+                        size,
+                        content_type=content_type,
+                        part_size=_held_part_size(size),
+                    )
+                )
+            except _Abandoned:
+                return 0
+        return size
+
+    def release(self, kept: set[str]) -> dict[str, int]:
+        """Let the puts of the `kept` contents finish and abandon the others; the new bytes of
+        the kept ones by SHA-256. The first failure is raised."""
+        self.closed = True
+        for sha, (gate, _) in self.started.items():
+            gate.decide(sha in kept)
+        try:
+            return {
+                sha: future.result() for sha, (_, future) in self.started.items() if sha in kept
+            }
+        finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Abandon every put not released, and wait until none is running."""
+        self.closed = True
+        for gate, _ in self.started.values():
+            gate.decide(False)
+        self.pool.shutdown(wait=True)
 
 
 def at_once(work: Callable[[T], Any], items: Sequence[T]) -> list[Any]:

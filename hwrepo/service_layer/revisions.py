@@ -17,13 +17,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from stat import S_IFREG
 from typing import BinaryIO
 
 from stream_zip import ZIP_AUTO, stream_zip
 
-from hwrepo.adapters.archives import StagedFile, StagingArea
-from hwrepo.adapters.objectstore import BlobMismatch, at_once, blob_key, manifest_key
+from hwrepo.adapters.archives import ArchiveLimits, StagedFile, StagingArea
+from hwrepo.adapters.objectstore import BlobMismatch, HeldPuts, at_once, blob_key, manifest_key
 from hwrepo.config import UploadLimits
 from hwrepo.domain import events
 from hwrepo.domain.documents import manifest_document
@@ -38,7 +39,7 @@ from hwrepo.domain.model import (
     User,
     utcnow,
 )
-from hwrepo.domain.paths import UnsafePath, normalise_relpath
+from hwrepo.domain.paths import UnsafePath, normalise_dirpath, normalise_relpath
 from hwrepo.metrics import BLOB_BYTES
 from hwrepo.service_layer.backends import Backends
 from hwrepo.service_layer.projects import require_role, visible_project
@@ -75,17 +76,55 @@ def _replay(project: Project, existing: Revision, fingerprint: str, key: str) ->
     return UploadOutcome(project, existing, created=False, new_bytes=0)
 
 
+class Upload:
+    """An upload being received: each file is staged (hashed, checked against the limits) as its
+    bytes arrive, and the put of each big one starts as soon as it is staged, holding back its
+    last bytes until `create_revision` accepts the upload (HeldPuts): a refused upload leaves no
+    blob. The caller owns `directory` and removes it after `close`."""
+
+    def __init__(self, backends: Backends, directory: Path) -> None:
+        limits = ArchiveLimits(**backends.settings.upload_limits.model_dump())
+        self.staging = StagingArea(directory, limits)
+        self.held = HeldPuts(backends.store)
+        self.directory = ""
+        self._placed = False
+
+    def add_file(self, name: str, stream: BinaryIO) -> None:
+        staged = self.staging.add_file(name, stream, base=self.directory)
+        self.held.start(staged.sha256, staged.local_path, staged.size, media_type(staged.path))
+
+    def add_archive(self, filename: str, stream: BinaryIO) -> None:
+        self.staging.add_archive(filename, stream, base=self.directory)
+
+    def place_under(self, directory: str) -> None:
+        """The directory every file of the upload goes into, those staged already included."""
+        if self._placed:
+            raise Invalid("the 'directory' field is given twice")
+        self._placed = True
+        self.directory = normalise_dirpath(directory.strip("/"))
+        self.staging.move_under(self.directory)
+
+    def close(self) -> None:
+        """Abandon the puts that were not released, and wait for them."""
+        self.held.abandon()
+
+
 def create_revision(
     backends: Backends,
     actor: User | None,
     owner: str,
     name: str,
-    staging: StagingArea,
+    staging: StagingArea | Upload,
     *,
     message: str = "",
     idempotency_key: str | None = None,
     base: int | None = None,
 ) -> UploadOutcome:
+    """An upload: check it, put its new blobs, then number, index and announce the
+    revision. `staging` is an Upload (its early puts released here) or a StagingArea."""
+    held = staging.held if isinstance(staging, Upload) else None
+    if isinstance(staging, Upload):
+        staging = staging.staging
     with backends.reading() as index:
         project = visible_project(index, actor, owner, name)
         author = require_role(project, actor, Role.MAINTAINER, "uploading a revision")
@@ -106,7 +145,7 @@ def create_revision(
         if existing is not None:
             return _replay(project, existing, fingerprint, idempotency_key)
 
-    new_bytes = _put_blobs(backends, staging.files)
+    new_bytes = _put_blobs(backends, staging.files, held)
     return _commit(
         backends,
         project,
@@ -120,10 +159,13 @@ def create_revision(
     )
 
 
-def _put_blobs(backends: Backends, staged: list[StagedFile]) -> int:
+def _put_blobs(backends: Backends, staged: list[StagedFile], held: HeldPuts | None) -> int:
     """Each staged content into the bucket (once) unless its blob is there; the bytes that
-    were new. The first failure is the upload's."""
-    unique = list({f.sha256: f for f in staged}.values())
+    were new. Puts `held` started finish now (those of contents replaced later in the upload are
+    abandoned). The first failure is the upload's."""
+    by_sha = {f.sha256: f for f in staged}
+    released = held.release(set(by_sha)) if held is not None else {}
+    unique = [f for sha, f in by_sha.items() if sha not in released]
 
     def put(f: StagedFile) -> int:
         new = backends.store.put_blob(f.sha256, f.local_path, f.size, media_type(f.path))
@@ -131,7 +173,7 @@ def _put_blobs(backends: Backends, staged: list[StagedFile]) -> int:
 
     # several at once: one is read from disk and hashed for its signature while another is on
     # the wire
-    return sum(at_once(put, unique))
+    return sum(released.values()) + sum(at_once(put, unique))
 
 
 def _commit(

@@ -10,12 +10,9 @@ are what its name says.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-import anyio
-import anyio.from_thread
+import anyio.to_thread
 from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from hwrepo.domain.errors import Invalid
 from hwrepo.entrypoints.api.deps import BackendsDep, UserDep
 from hwrepo.entrypoints.api.schemas import RevisionOut
+from hwrepo.entrypoints.api.streaming import BlockingBody, receivers
 from hwrepo.metrics import REVISIONS
 from hwrepo.service_layer import revisions
 from hwrepo.service_layer.revisions import FileRef
@@ -64,47 +62,6 @@ async def missing_blobs(
     return MissingOut(missing=found)
 
 
-class _Body:
-    """The request body as a blocking reader, for the bucket's client in a worker thread."""
-
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
-        self.chunks = chunks
-        self.pending: deque[bytes] = deque()  # received, not yet read: joined once, when read
-        self.size = 0
-        self.done = False
-
-    async def _fill(self, n: int) -> None:
-        while not self.done and (n < 0 or self.size < n):
-            try:
-                chunk = await self.chunks.__anext__()
-            except StopAsyncIteration:
-                self.done = True
-                break
-            self.pending.append(chunk)
-            self.size += len(chunk)
-
-    def read(self, n: int = -1) -> bytes:
-        # One trip to the event loop per read (a part of the bucket's upload), not per chunk
-        # the server received (64 KiB): each trip wakes the loop and this thread.
-        if not self.done and (n < 0 or self.size < n):
-            anyio.from_thread.run(self._fill, n)
-        if n < 0 or n >= self.size:
-            taken, self.pending, self.size = self.pending, deque(), 0
-            return b"".join(taken)
-        taken: list[bytes] = []
-        got = 0
-        while got < n:
-            chunk = self.pending.popleft()
-            if got + len(chunk) > n:  # split the last one: the rest stays first in line
-                cut = n - got
-                self.pending.appendleft(chunk[cut:])
-                chunk = chunk[:cut]
-            taken.append(chunk)
-            got += len(chunk)
-        self.size -= got
-        return b"".join(taken)
-
-
 @router.put(
     "/blobs/{sha256}",
     status_code=201,
@@ -128,9 +85,10 @@ async def put_blob(
         raise Invalid("send a blob with its Content-Length")
     content_length = int(raw)
     await run_in_threadpool(revisions.authorize_upload, backends, user, owner, name)
-    body = _Body(request.stream().__aiter__())
+    body = BlockingBody(request.stream().__aiter__())
     new = await anyio.to_thread.run_sync(
-        lambda: revisions.store_blob(backends, user, owner, name, sha256, body, content_length)
+        lambda: revisions.store_blob(backends, user, owner, name, sha256, body, content_length),
+        limiter=receivers(),
     )
     return Response(status_code=201 if new else 200)
 

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote
 
+import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
 
-from hwrepo.adapters.archives import ArchiveLimits, StagingArea
 from hwrepo.domain.errors import Invalid, TooLarge
-from hwrepo.domain.paths import normalise_relpath
 from hwrepo.entrypoints.api.deps import (
     UNTRUSTED_CONTENT,
     BackendsDep,
@@ -31,6 +31,7 @@ from hwrepo.entrypoints.api.schemas import (
     RevisionOut,
     RevisionPage,
 )
+from hwrepo.entrypoints.api.streaming import BlockingBody, MultipartReader, receivers
 from hwrepo.metrics import BLOB_BYTES, REVISIONS
 from hwrepo.service_layer import revisions
 
@@ -88,30 +89,52 @@ UPLOAD_BODY = {
 }
 
 
-def _staging_limits(backends: BackendsDep) -> ArchiveLimits:
-    return ArchiveLimits(**backends.settings.upload_limits.model_dump())
+FIELD_LIMIT = 1024 * 1024  # bytes of a form field (message, directory, base)
+MAX_FIELDS = 100
 
 
-def _stage(form: FormData, staging: StagingArea, directory: str) -> None:
-    for field, value in form.multi_items():
-        if not isinstance(value, UploadFile):
-            continue
-        if field == "files":
-            if not value.filename:
-                raise Invalid("a 'files' part has no filename: the filename is the file's path")
-            staging.add_file(value.filename, value.file, base=directory)
-        elif field == "archive":
-            staging.add_archive(value.filename or "archive", value.file, base=directory)
-        else:
-            raise Invalid(f"unknown file field {field!r}: use 'files' or 'archive'")
+@dataclass
+class _Fields:
+    message: str = ""
+    base: int | None = None
 
 
-def _int_field(form: FormData, name: str) -> int | None:
-    raw = form.get(name)
-    if raw is None or raw == "":
+def _receive(body: BlockingBody, content_type: str, upload: revisions.Upload) -> _Fields:
+    """Stage the upload's files while its body arrives (in a worker thread); the form fields.
+    When the body is refused part-way, the rest is read (up to the limit) before the answer,
+    so that a client still sending reads the answer rather than a reset connection."""
+    limits = upload.staging.limits
+    fields = _Fields()
+    try:
+        reader = MultipartReader(body, content_type, max_fields=MAX_FIELDS)
+        for part in reader.parts():
+            if part.filename is None:
+                if part.name == "message":
+                    fields.message = part.text(FIELD_LIMIT)
+                elif part.name == "directory":
+                    upload.place_under(part.text(FIELD_LIMIT))
+                elif part.name == "base":
+                    fields.base = _int_field("base", part.text(FIELD_LIMIT))
+            elif part.name == "files":
+                if not part.filename:
+                    raise Invalid("a 'files' part has no filename: the filename is the file's path")
+                upload.add_file(part.filename, part)
+            elif part.name == "archive":
+                upload.add_archive(part.filename or "archive", part)
+            else:
+                raise Invalid(f"unknown file field {part.name!r}: use 'files' or 'archive'")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            body.drain(int(limits.max_total_size * 1.05) + 2**20)
+        raise
+    return fields
+
+
+def _int_field(name: str, raw: str) -> int | None:
+    if raw == "":
         return None
     try:
-        return int(str(raw))
+        return int(raw)
     except ValueError as exc:
         raise Invalid(f"field {name!r} must be a revision number, not {raw!r}") from exc
 
@@ -133,36 +156,35 @@ async def create_revision(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> RevisionOut:
     await run_in_threadpool(revisions.authorize_upload, backends, user, owner, name)
-    limits = _staging_limits(backends)
+    limits = backends.settings.upload_limits
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limits.max_total_size * 1.05 + 2**20:
         raise TooLarge(f"the upload is {int(length)} bytes; the limit is {limits.max_total_size}")
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
         raise Invalid("send the revision as multipart/form-data ('files' and/or 'archive' parts)")
     workdir = Path(tempfile.mkdtemp(prefix="hwrepo-upload-"))
-    try:
-        async with request.form(
-            max_files=limits.max_entries, max_fields=100, max_part_size=1024 * 1024
-        ) as form:
-            message = str(form.get("message") or "")
-            directory = str(form.get("directory") or "").strip("/")
-            if directory:
-                directory = normalise_relpath(directory)
-            base = _int_field(form, "base")
-            staging = StagingArea(workdir, limits)
-            await run_in_threadpool(_stage, form, staging, directory)
-        outcome = await run_in_threadpool(
-            lambda: revisions.create_revision(
+    body = BlockingBody(request.stream().__aiter__())
+
+    def receive_and_create() -> revisions.UploadOutcome:
+        upload = revisions.Upload(backends, workdir)
+        try:
+            fields = _receive(body, content_type, upload)
+            return revisions.create_revision(
                 backends,
                 user,
                 owner,
                 name,
-                staging,
-                message=message,
+                upload,
+                message=fields.message,
                 idempotency_key=idempotency_key,
-                base=base,
+                base=fields.base,
             )
-        )
+        finally:
+            upload.close()
+
+    try:
+        outcome = await anyio.to_thread.run_sync(receive_and_create, limiter=receivers())
     finally:
         await run_in_threadpool(shutil.rmtree, workdir, True)
     body = RevisionOut.of(outcome.project, outcome.revision)
