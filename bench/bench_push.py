@@ -3,13 +3,16 @@ put of the same bytes to the same S3 server.
 
 The API is served by uvicorn in a process of its own (as `hwrepo api`), on the benchmark's
 private S3 server, nats-server and SQLite database; the worker runs the planner only. Each round
-makes two new directories of random bytes (`--mb` in all, in `--files` files), A and B, and
+makes three new directories of random bytes (`--mb` in all, in `--files` files), A, D and B, and
 measures:
 
   s3 put A / B   the MinIO SDK's `put_object` of each file (its default part size), one after
                  the other, into a bucket of its own on the same S3 server: the bare operation;
   api upload A   one multipart `POST …/revisions` of A (httpx, streamed from the files) until
                  the API's 201 (the API hashes, stores each blob in S3, commits the revision);
+  s3 put D, api blobs D
+                 D put with the SDK; then hashed and sent as a client that knows its digests
+                 sends it (`PUT …/blobs/{sha}` four at once, then `POST …/revisions/commit`);
   push B         `hwrepo push B` as a person runs it (a new process, a HOME of its own; it
                  commits, is told which blobs the server lacks, sends those by
                  `PUT …/blobs/{sha}`, then commits again);
