@@ -86,6 +86,32 @@ def compile_own_code(root: Path = HWREPO_PACKAGE) -> None:
         compileall.compile_dir(root, quiet=2)
 
 
+class _Slots:
+    """The jobs this process runs at once; `wait_free` waits for a free one without taking it,
+    woken by the release itself (not by polling)."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self.changed = asyncio.Condition()
+
+    def locked(self) -> bool:
+        return self.free <= 0
+
+    async def wait_free(self) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.free > 0)
+
+    async def __aenter__(self) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.free > 0)
+            self.free -= 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self.changed:
+            self.free += 1
+            self.changed.notify_all()
+
+
 class Worker:
     def __init__(self, settings: Settings, options: WorkerOptions) -> None:
         self.settings = settings
@@ -96,7 +122,7 @@ class Worker:
         )
         self.kinds: dict[str, CheckKind] = {}
         self.nc: Client | None = None
-        self.slots = asyncio.Semaphore(max(1, options.concurrency))
+        self.slots = _Slots(max(1, options.concurrency))
         self.latest: KeyValue | None = None
 
     def select_kinds(self) -> dict[str, CheckKind]:
@@ -243,7 +269,8 @@ class Worker:
             # Ask for a job only while this process has a free slot, and hold the slot only
             # while a job runs: an idle kind must not keep another kind's job waiting.
             if self.slots.locked():
-                await asyncio.sleep(0.1)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.slots.wait_free(), timeout=1)
                 continue
             msgs = await _fetch(sub, timeout=1, what=f"{kind} jobs")
             for msg in msgs:
