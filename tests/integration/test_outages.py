@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from hwrepo.adapters import eventbus
 from hwrepo.adapters.db.orm import OutboxRow
-from hwrepo.adapters.objectstore import ObjectStore
+from hwrepo.adapters.objectstore import MIN_PART_SIZE, ObjectStore
 from hwrepo.config import Settings
 from hwrepo.domain import events
 from hwrepo.entrypoints import embedded
@@ -31,6 +31,7 @@ from tests.integration.helpers import (
     API,
     assert_problem,
     collect,
+    content,
     create_project,
     revision_total,
     subscribe_events,
@@ -131,7 +132,9 @@ def test_stopped_s3_is_503_within_seconds_and_nothing_is_half_written(
             os.killpg(weed, signal.SIGSTOP)
             try:
                 started = time.monotonic()
-                r = upload(client, alice, "alice/blinky", {"b.txt": b"never stored"})
+                # a file big enough for its put to start while the upload is received
+                big = content("never stored either", MIN_PART_SIZE + 1)
+                r = upload(client, alice, "alice/blinky", {"b.txt": b"never stored", "c.bin": big})
                 took = time.monotonic() - started
                 problem = assert_problem(r, 503)
                 assert problem["detail"].startswith("S3 object storage is unreachable"), problem
