@@ -565,3 +565,56 @@ def test_a_schematic_difference_keeps_the_page_white_and_colours_what_moved(
     counts = page.evaluate(COUNT_COLOURS, base64.b64encode(picture).decode())
     assert counts["white"] > 0.9 * counts["all"], counts  # the page, not a dark sheet
     assert counts["older"] > 50 and counts["newer"] > 50, counts  # J1 where it was, and is
+
+
+def test_review_activity_is_announced_on_an_open_revision_page(
+    site: Site, browser: Any, shots: Path
+) -> None:
+    for name in ("erin", "frank"):
+        users.create_user(site.backends, name)
+        users.set_password(site.backends, name, PASSWORD)
+    erin = users.create_token(site.backends, "erin")
+    spec = {"name": "notes", "kind": "hardware", "licence": "MIT"}
+    assert site.api("POST", "/api/v1/projects", erin, json=spec).status_code == 201
+    project = "erin/notes"
+    site.api("PUT", f"/api/v1/projects/{project}/members/frank", erin, json={"role": "reviewer"})
+    sent = site.api(
+        "POST",
+        f"/api/v1/projects/{project}/revisions",
+        erin,
+        files=[("files", ("README.md", b"# notes\n"))],
+    )
+    assert sent.status_code == 201, sent.text
+    earlier = {"anchor": {"kind": "revision"}, "body": "a thread from before the page"}
+    made = site.api("POST", f"/api/v1/projects/{project}/revisions/1/threads", erin, json=earlier)
+    assert made.status_code == 201, made.text
+
+    page = signed_in_page(browser, site, "frank")
+    page.goto(f"{site.url}/{project}/revisions/1")
+    wait_until(page, "document.getElementById('live-state').textContent === 'connected'")
+    # the stream replays the revision's events: the thread shown already is no news
+    time.sleep(1)
+    assert page.locator("#review-news").is_hidden()
+    later = {"anchor": {"kind": "revision"}, "body": "a thread begun while frank reads"}
+    made = site.api("POST", f"/api/v1/projects/{project}/revisions/1/threads", erin, json=later)
+    assert made.status_code == 201, made.text
+    wait_until(page, "!document.getElementById('review-news').hidden")
+    news = page.locator("#review-news").text_content() or ""
+    assert "1 review event since this page was loaded" in news and "erin began a thread" in news
+    comment = {"body": "and a reply"}
+    thread = made.json()["id"]
+    r = site.api(
+        "POST", f"/api/v1/projects/{project}/threads/{thread}/comments", erin, json=comment
+    )
+    assert r.status_code == 201, r.text
+    said = "document.getElementById('review-news').textContent"
+    wait_until(page, f"{said}.includes('2 review events')")
+    assert "erin commented" in (page.locator("#review-news").text_content() or "")
+    shoot(page, shots, "revision-review-news")
+    page.click("#review-reload")
+    page.wait_for_selector("text=a thread begun while frank reads")
+    wait_until(page, "document.getElementById('live-state').textContent === 'connected'")
+    time.sleep(1)
+    assert page.locator("#review-news").is_hidden()
+    assert "and a reply" in (page.locator("#revision-threads").text_content() or "")
+    assert not page.errors, page.errors

@@ -273,11 +273,14 @@ async def revision_page(
     backends: BackendsDep,
     user: UserDep,
 ) -> HTMLResponse:
+    # before anything is read: review events after it are news to this page (live.js)
+    loaded = utcnow()
     found = await run_in_threadpool(checks.list_checks, backends, user, owner, name, number)
     threads = await run_in_threadpool(views.threads_of, backends, user, found.project, number)
     return render(
         request,
         "revision.html",
+        loaded=loaded.isoformat(),
         threads=threads,
         points_check=points_check(found.checks),
         project=found.project,

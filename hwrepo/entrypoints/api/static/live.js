@@ -1,5 +1,6 @@
 // Live check states of a revision, from the project's Server-Sent Events (no polling): each
-// check.* event updates its row in place; a check not yet listed is added.
+// check.* event updates its row in place; a check not yet listed is added. Review events after
+// the page was read are announced above the threads.
 "use strict";
 (() => {
   const table = document.getElementById("checks");
@@ -61,5 +62,27 @@
   on("check.started", (d) => apply(d, "running", `running on ${d.worker} (attempt ${d.attempt})`));
   on("check.finished", (d) => apply(d, d.state, d.summary));
   on("revision.planned", () => overall());
+  // Review activity after this page was read (the stream also replays what it shows): said
+  // above the threads, with a reload, rather than redrawn in place under the reader's hands.
+  const news = document.getElementById("review-news");
+  const since = news ? Date.parse(news.dataset.since) : NaN;
+  const what = {
+    "review.created": (d) => `${d.author} began a thread`,
+    "review.commented": (d) => `${d.author} commented`,
+    "review.resolved": (d) => `${d.author} ${d.resolved ? "resolved" : "reopened"} a thread`,
+    "review.verdict": (d) => `${d.reviewer} ${d.verdict === "approve" ? "approved" : "requested changes"}`,
+  };
+  let fresh = 0;
+  for (const [type, say] of Object.entries(what)) {
+    source.addEventListener(type, (e) => {
+      const ev = JSON.parse(e.data);
+      if (!news || !(Date.parse(ev.time) > since)) return;
+      fresh += 1;
+      const count = fresh === 1 ? "1 review event" : `${fresh} review events`;
+      news.replaceChildren(`${count} since this page was loaded (the last: ${say(ev.data || {})}): `,
+        hwrepo.el("a", { href: location.pathname + location.search, id: "review-reload", text: "reload" }));
+      news.hidden = false;
+    });
+  }
   window.addEventListener("beforeunload", () => source.close());
 })();
