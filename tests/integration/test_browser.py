@@ -53,6 +53,7 @@ pytestmark = [
 DESIGNS = Path(__file__).resolve().parents[2] / "designs"
 ARTIFACTS = Path(os.environ.get("HWREPO_TEST_ARTIFACTS", "/tmp/hwrepo-test-artifacts")) / "pages"
 PASSWORD = "a password for the browser"
+TOP_V = b"module top(input a, output y);\n  assign y = a;\nendmodule\n"
 
 
 class Site:
@@ -582,7 +583,7 @@ def test_review_activity_is_announced_on_an_open_revision_page(
         "POST",
         f"/api/v1/projects/{project}/revisions",
         erin,
-        files=[("files", ("README.md", b"# notes\n"))],
+        files=[("files", ("README.md", b"# notes\n")), ("files", ("rtl/top.v", TOP_V))],
     )
     assert sent.status_code == 201, sent.text
     earlier = {"anchor": {"kind": "revision"}, "body": "a thread from before the page"}
@@ -617,4 +618,20 @@ def test_review_activity_is_announced_on_an_open_revision_page(
     time.sleep(1)
     assert page.locator("#review-news").is_hidden()
     assert "and a reply" in (page.locator("#revision-threads").text_content() or "")
+
+    # a file's page: threads on that file are news, threads elsewhere are not
+    page.goto(f"{site.url}/{project}/revisions/1/files/rtl/top.v")
+    wait_until(page, "document.querySelectorAll('#code .ln').length > 0")
+    time.sleep(1.5)  # the stream connected and replayed the revision's events
+    assert page.locator("#review-news").is_hidden()
+    elsewhere = {"anchor": {"kind": "file", "path": "README.md", "line_start": 1}, "body": "x"}
+    on_readme = site.api(
+        "POST", f"/api/v1/projects/{project}/revisions/1/threads", erin, json=elsewhere
+    )
+    assert on_readme.status_code == 201, on_readme.text
+    here = {"anchor": {"kind": "file", "path": "rtl/top.v", "line_start": 1}, "body": "look"}
+    on_top = site.api("POST", f"/api/v1/projects/{project}/revisions/1/threads", erin, json=here)
+    assert on_top.status_code == 201, on_top.text
+    wait_until(page, "!document.getElementById('review-news').hidden")
+    assert "1 review event since" in (page.locator("#review-news").text_content() or "")
     assert not page.errors, page.errors

@@ -304,11 +304,13 @@ async def file_page(
     backends: BackendsDep,
     user: UserDep,
 ) -> HTMLResponse:
+    loaded = utcnow()  # before anything is read, as on the revision's page
     view = await run_in_threadpool(views.file_view, backends, user, owner, name, number, path)
     threads = await run_in_threadpool(views.threads_of, backends, user, view.project, number)
     return render(
         request,
         "file.html",
+        loaded=loaded.isoformat(),
         view=view,
         project=view.project,
         revision=view.revision,

@@ -1,16 +1,17 @@
 // Live check states of a revision, from the project's Server-Sent Events (no polling): each
 // check.* event updates its row in place; a check not yet listed is added. Review events after
-// the page was read are announced above the threads.
+// the page was read are announced above the threads (on a revision's page and a file's).
 "use strict";
 (() => {
   const table = document.getElementById("checks");
-  if (!table) return;
-  const project = table.dataset.project, revision = table.dataset.revision;
-  const status = document.getElementById("live-state");
+  const news = document.getElementById("review-news");
+  if (!table && !news) return;
+  const project = (table || news).dataset.project, revision = (table || news).dataset.revision;
+  const status = document.getElementById("live-state") || { textContent: "" };
   const order = { queued: 0, running: 1 };
   const rank = (s) => (s in order ? order[s] : 2);
   const stateOf = {};
-  for (const row of table.querySelectorAll("tr[data-check-id]")) {
+  for (const row of table ? table.querySelectorAll("tr[data-check-id]") : []) {
     stateOf[row.dataset.checkId] = { run: +row.dataset.run, state: row.querySelector(".state").textContent };
   }
   function row(data) {
@@ -58,14 +59,17 @@
   source.onopen = () => { status.textContent = "connected"; };
   source.onerror = () => { status.textContent = "reconnecting…"; };
   const on = (type, f) => source.addEventListener(type, (e) => { const ev = JSON.parse(e.data); f(ev.data || {}); });
-  on("check.queued", (d) => apply(d, "queued", ""));
-  on("check.started", (d) => apply(d, "running", `running on ${d.worker} (attempt ${d.attempt})`));
-  on("check.finished", (d) => apply(d, d.state, d.summary));
-  on("revision.planned", () => overall());
+  if (table) {
+    on("check.queued", (d) => apply(d, "queued", ""));
+    on("check.started", (d) => apply(d, "running", `running on ${d.worker} (attempt ${d.attempt})`));
+    on("check.finished", (d) => apply(d, d.state, d.summary));
+    on("revision.planned", () => overall());
+  }
   // Review activity after this page was read (the stream also replays what it shows): said
   // above the threads, with a reload, rather than redrawn in place under the reader's hands.
-  const news = document.getElementById("review-news");
+  // On a file's page (data-path), only threads on that file.
   const since = news ? Date.parse(news.dataset.since) : NaN;
+  const path = news ? news.dataset.path : undefined;
   const what = {
     "review.created": (d) => `${d.author} began a thread`,
     "review.commented": (d) => `${d.author} commented`,
@@ -77,6 +81,7 @@
     source.addEventListener(type, (e) => {
       const ev = JSON.parse(e.data);
       if (!news || !(Date.parse(ev.time) > since)) return;
+      if (path !== undefined && !(ev.data && ev.data.anchor && ev.data.anchor.path === path)) return;
       fresh += 1;
       const count = fresh === 1 ? "1 review event" : `${fresh} review events`;
       news.replaceChildren(`${count} since this page was loaded (the last: ${say(ev.data || {})}): `,
