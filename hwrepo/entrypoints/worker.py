@@ -23,6 +23,7 @@ import signal
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -68,6 +69,23 @@ async def _fetch(sub: JetStreamContext.PullSubscription, *, timeout: float, what
         log.warning("%s: fetching failed (%s: %s); trying again", what, type(exc).__name__, exc)
         await asyncio.sleep(1)
         return []
+
+
+async def _pull_subscribe(
+    js: JetStreamContext, what: str, subject: str, **options: Any
+) -> JetStreamContext.PullSubscription:
+    """The loop's consumer, made or found. JetStream's API can time out or have no leader for a
+    while (a node lost, its cluster electing): that is logged and waited out like a failed
+    fetch, so a worker started during an outage takes its jobs once it is over instead of
+    ending its loop (and the worker) at start."""
+    while True:
+        try:
+            return await js.pull_subscribe(subject, **options)
+        except Exception as exc:
+            log.warning(
+                "%s: subscribing failed (%s: %s); trying again", what, type(exc).__name__, exc
+            )
+            await asyncio.sleep(1)
 
 
 async def _publish(js: JetStreamContext, event: events.Event) -> None:
@@ -183,7 +201,9 @@ class Worker:
 
     # -- planner -------------------------------------------------------------------------
     async def _plan_loop(self, js: JetStreamContext, stop: asyncio.Event) -> None:
-        sub = await js.pull_subscribe(
+        sub = await _pull_subscribe(
+            js,
+            "planner",
             f"{events.EVENTS_SUBJECT_PREFIX}.{events.RevisionCreated.TYPE}",
             durable="hwrepo-planner",
             stream=EVENTS_STREAM,
@@ -254,7 +274,9 @@ class Worker:
 
     # -- jobs ----------------------------------------------------------------------------
     async def _job_loop(self, js: JetStreamContext, kind: str, stop: asyncio.Event) -> None:
-        sub = await js.pull_subscribe(
+        sub = await _pull_subscribe(
+            js,
+            f"{kind} jobs",
             eventbus.job_subject(kind),
             durable=f"hwrepo-worker-{kind}",
             stream=eventbus.JOBS_STREAM,
