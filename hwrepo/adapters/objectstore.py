@@ -438,9 +438,9 @@ def _held_part_size(size: int) -> int:
 class HeldPuts:
     """Blob puts started before the upload they belong to is accepted: each sends all of its
     file but the last bytes (parts of a multipart upload, AT_ONCE puts at a time), and waits.
-    `release` lets the kept ones finish and abandons the rest; `abandon` (also on leaving the
-    `with` block) abandons all: an abandoned put fails before its last part, S3 drops what it
-    had, and no blob of a refused upload appears. Files of MIN_PART_SIZE or less are not started
+    `release` lets the kept ones finish and abandons the rest; `abandon` abandons all: an
+    abandoned put fails before its last part, S3 drops what it had, and no blob of a refused
+    upload appears. Files of MIN_PART_SIZE or less are not started
     early: their single PUT could hold nothing back."""
 
     def __init__(self, store: ObjectStore, wait_s: float = 600.0) -> None:
@@ -448,12 +448,6 @@ class HeldPuts:
         self.pool = ThreadPoolExecutor(max_workers=AT_ONCE, thread_name_prefix="held-put")
         self.started: dict[str, tuple[_Gate, Future[int]]] = {}  # sha256 -> gate, new bytes
         self.closed = False
-
-    def __enter__(self) -> HeldPuts:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.abandon()
 
     def start(self, sha256: str, path: Path, size: int, content_type: str) -> None:
         if self.closed or size <= MIN_PART_SIZE or sha256 in self.started:

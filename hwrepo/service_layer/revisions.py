@@ -122,9 +122,9 @@ def create_revision(
 ) -> UploadOutcome:
     """An upload: check it, put its new blobs, then number, index and announce the
     revision. `staging` is an Upload (its early puts released here) or a StagingArea."""
-    held = staging.held if isinstance(staging, Upload) else None
+    held = None
     if isinstance(staging, Upload):
-        staging = staging.staging
+        staging, held = staging.staging, staging.held
     with backends.reading() as index:
         project = visible_project(index, actor, owner, name)
         author = require_role(project, actor, Role.MAINTAINER, "uploading a revision")

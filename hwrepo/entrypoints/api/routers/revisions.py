@@ -93,6 +93,11 @@ FIELD_LIMIT = 1024 * 1024  # bytes of a form field (message, directory, base)
 MAX_FIELDS = 100
 
 
+def _most_body(max_total_size: int) -> int:
+    """The most bytes an upload's body may hold: its files and the multipart framing."""
+    return int(max_total_size * 1.05) + 2**20
+
+
 @dataclass
 class _Fields:
     message: str = ""
@@ -125,7 +130,7 @@ def _receive(body: BlockingBody, content_type: str, upload: revisions.Upload) ->
                 raise Invalid(f"unknown file field {part.name!r}: use 'files' or 'archive'")
     except BaseException:
         with contextlib.suppress(Exception):
-            body.drain(int(limits.max_total_size * 1.05) + 2**20)
+            body.drain(_most_body(limits.max_total_size))
         raise
     return fields
 
@@ -158,7 +163,7 @@ async def create_revision(
     await run_in_threadpool(revisions.authorize_upload, backends, user, owner, name)
     limits = backends.settings.upload_limits
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limits.max_total_size * 1.05 + 2**20:
+    if length and length.isdigit() and int(length) > _most_body(limits.max_total_size):
         raise TooLarge(f"the upload is {int(length)} bytes; the limit is {limits.max_total_size}")
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):

@@ -58,7 +58,7 @@
   const source = new EventSource(`/api/v1/projects/${project}/events?revision=${revision}`);
   source.onopen = () => { status.textContent = "connected"; };
   source.onerror = () => { status.textContent = "reconnecting…"; };
-  const on = (type, f) => source.addEventListener(type, (e) => { const ev = JSON.parse(e.data); f(ev.data || {}); });
+  const on = (type, f) => source.addEventListener(type, (e) => { const ev = JSON.parse(e.data); f(ev.data || {}, ev); });
   if (table) {
     on("check.queued", (d) => apply(d, "queued", ""));
     on("check.started", (d) => apply(d, "running", `running on ${d.worker} (attempt ${d.attempt})`));
@@ -78,13 +78,12 @@
   };
   let fresh = 0;
   for (const [type, say] of Object.entries(what)) {
-    source.addEventListener(type, (e) => {
-      const ev = JSON.parse(e.data);
+    on(type, (d, ev) => {
       if (!news || !(Date.parse(ev.time) > since)) return;
-      if (path !== undefined && !(ev.data && ev.data.anchor && ev.data.anchor.path === path)) return;
+      if (path !== undefined && !(d.anchor && d.anchor.path === path)) return;
       fresh += 1;
       const count = fresh === 1 ? "1 review event" : `${fresh} review events`;
-      news.replaceChildren(`${count} since this page was loaded (the last: ${say(ev.data || {})}): `,
+      news.replaceChildren(`${count} since this page was loaded (the last: ${say(d)}): `,
         hwrepo.el("a", { href: location.pathname + location.search, id: "review-reload", text: "reload" }));
       news.hidden = false;
     });
