@@ -99,7 +99,7 @@ def running_instances(socket: Path) -> list[tuple[str, int]]:
             pid = int(text.replace("\0", " ").split()[0])  # the pid, NUL-terminated
         except (OSError, ValueError, IndexError):
             continue
-        if Path(f"/proc/{pid}").exists():
+        if os.path.exists(f"/proc/{pid}"):  # any error, an exiting process too, is "not alive"
             found.append((lock.name, pid))
     return found
 

@@ -60,15 +60,18 @@ class Pcbnew:
 
     def pid(self) -> int | None:
         """pcbnew's own pid: the process of that name in the session xvfb-run leads."""
-        for stat in Path("/proc").glob("[0-9]*/stat"):
+        # Not Path.glob: it stats each entry, and a process that ends meanwhile raises.
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
             try:
-                text = stat.read_text()
+                text = Path("/proc", entry, "stat").read_text()
             except OSError:
                 continue
             name = text[text.index("(") + 1 : text.rindex(")")]
             session = int(text[text.rindex(")") + 2 :].split()[3])
             if name == "pcbnew" and session == self.proc.pid:
-                return int(stat.parent.name)
+                return int(entry)
         return None
 
     @property
