@@ -201,3 +201,9 @@ def test_the_command_line_starts_without_the_server_side() -> None:
     loaded, config = done.stdout.splitlines()
     assert SERVER_SIDE.isdisjoint(loaded.split()), SERVER_SIDE & set(loaded.split())
     assert "pydantic_settings" not in loaded.split() and config == "False"
+    # nor rich (made at the first output that needs it) and httpx's own command line (click,
+    # rich, pygments), which httpx imports whenever they are installed
+    assert PRINTING.isdisjoint(loaded.split()), PRINTING & set(loaded.split())
+
+
+PRINTING = {"rich", "pygments", "click"}
