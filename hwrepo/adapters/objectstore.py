@@ -453,14 +453,17 @@ class HeldPuts:
         if self.closed or size <= MIN_PART_SIZE or sha256 in self.started:
             return
         gate = _Gate()
-        future = self.pool.submit(self._put, gate, sha256, path, size, content_type)
+        # opened now: the staged file may be removed (replaced later in the upload) before the
+        # put runs, while this content is still kept under another path
+        fh = path.open("rb")
+        future = self.pool.submit(self._put, gate, sha256, fh, size, content_type)
         self.started[sha256] = (gate, future)
 
-    def _put(self, gate: _Gate, sha256: str, path: Path, size: int, content_type: str) -> int:
+    def _put(self, gate: _Gate, sha256: str, fh: BinaryIO, size: int, content_type: str) -> int:
         key = blob_key(sha256)
-        if gate.abandoned or self.store.exists(key):
-            return 0
-        with path.open("rb") as fh:
+        with fh:
+            if gate.abandoned or self.store.exists(key):
+                return 0
             reader = _HeldReader(fh, size, gate, self.wait_s)
             try:
                 self.store._call(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 from fastapi.testclient import TestClient
 
-from hwrepo.adapters.objectstore import MIN_PART_SIZE, PART_SIZE, blob_key
+from hwrepo.adapters.objectstore import AT_ONCE, MIN_PART_SIZE, PART_SIZE, blob_key
 from hwrepo.service_layer.backends import Backends
 from tests.conftest import Actor
 from tests.integration.helpers import (
@@ -82,6 +82,21 @@ def test_a_file_replaced_later_in_the_upload_is_not_stored(
     assert r.status_code == 201, r.text
     assert _files(api, alice, project, 1) == {"x.bin": sha256(second)}
     assert blob_keys(backends) == {blob_key(sha256(second))}
+    # a replaced content kept under another path is stored whole, even when its put could
+    # only start after the upload was accepted (AT_ONCE earlier puts held the threads)
+    held = {f"held-{i}.bin": content(f"held {i}", BIG) for i in range(AT_ONCE)}
+    third = content("third", BIG)
+    parts = [("files", (path, data)) for path, data in held.items()]
+    parts += [("files", ("x.bin", third)), ("files", ("x.bin", first)), ("files", ("y.bin", third))]
+    r = api.post(f"{API}/{project}/revisions", files=parts, headers=headers_of(alice))
+    assert r.status_code == 201, r.text
+    assert _files(api, alice, project, 2) == {
+        **{path: sha256(data) for path, data in held.items()},
+        "x.bin": sha256(first),
+        "y.bin": sha256(third),
+    }
+    got = api.get(f"{API}/{project}/revisions/2/files/y.bin", headers=headers_of(alice))
+    assert got.content == third
 
 
 def test_a_replayed_upload_stores_nothing_new(
