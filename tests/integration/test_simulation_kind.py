@@ -373,9 +373,11 @@ def test_testbench_that_cannot_be_imported_is_errored(tmp_path: Path, shared_cac
     )
     result = run_one(scratch_design(tmp_path, tests), shared_cache, tmp_path)
     assert result.state == "errored"
-    assert result.details["message"] == (
-        "the testbench could not run: ModuleNotFoundError: No module named 'cocotbext'"
-    )
+    message = result.details["message"]
+    first, hint = message.split("\n", 1)
+    assert first == "the testbench could not run: ModuleNotFoundError: No module named 'cocotbext'"
+    assert hint == result.details["hint"]
+    assert "no package installed for the testbench provides 'cocotbext'" in hint
     assert result.details["tests"] == []
 
 

@@ -928,6 +928,7 @@ _COCOTB2_REMOVED = ("BaseClock", "fork", "coroutine", "external", "function", "B
 _IMPORT_ERROR = re.compile(
     r"cannot import name '(\w+)' from '(cocotb[\w.]*)'|No module named '(cocotb\.binary)'"
 )
+_MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
 
 
 def _in_revision_words(result: CheckResult, ws: Workspace) -> CheckResult:
@@ -947,7 +948,7 @@ def _in_revision_words(result: CheckResult, ws: Workspace) -> CheckResult:
     d = result.details
     if isinstance(d.get("message"), str):
         d["message"] = words(d["message"])
-        hint = _cocotb_hint(d["message"], str(d.get("cocotb_version") or ""))
+        hint = _hint(d["message"], str(d.get("cocotb_version") or ""))
         if hint:
             d["message"] += "\n" + hint
             d["hint"] = hint
@@ -961,7 +962,9 @@ def _in_revision_words(result: CheckResult, ws: Workspace) -> CheckResult:
     return result
 
 
-def _cocotb_hint(message: str, cocotb_version: str) -> str | None:
+def _hint(message: str, cocotb_version: str) -> str | None:
+    """What to do about a failed import: a name cocotb 2 removed (the testbench was written for
+    cocotb 1), or a module nothing installed for the testbench provides."""
     m = _IMPORT_ERROR.search(message)
     name = m and (m.group(1) or m.group(3))
     if m and cocotb_version.startswith("2") and (name in _COCOTB2_REMOVED or m.group(3)):
@@ -969,6 +972,15 @@ def _cocotb_hint(message: str, cocotb_version: str) -> str | None:
             f"hint: cocotb {cocotb_version} has no {name} any more; a testbench written for "
             'cocotb 1 runs with cocotb = "1.9" in a [[testbench]] of hwrepo.toml (or a '
             "`cocotb~=1.9` line in its requirements.txt)"
+        )
+    missing = _MISSING_MODULE.search(message)
+    if missing and missing.group(1).split(".")[0] != "cocotb":
+        return (
+            f"hint: no package installed for the testbench provides {missing.group(1)!r}; "
+            "name the one that does in a requirements.txt beside the testbench (or in the "
+            "directory above it), or in `requirements` of its [[testbench]] in hwrepo.toml. "
+            "Only cocotb and what those name are installed; a module of your own must be in "
+            "the revision"
         )
     return None
 
