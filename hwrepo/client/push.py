@@ -95,7 +95,7 @@ class Reporter:
             )
 
             self.progress = Progress(
-                TextColumn("uploading {task.fields[files]} files"),
+                TextColumn("uploading {task.fields[files]}"),
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
@@ -103,9 +103,10 @@ class Reporter:
                 transient=True,
             )
             self.progress.start()
-            self.task = self.progress.add_task("upload", total=self.total, files=self.files)
+            files = counted(self.files, "file")
+            self.task = self.progress.add_task("upload", total=self.total, files=files)
         elif self.total:
-            print(f"uploading {self.files} files, {self.total} bytes", file=self.out)
+            print(f"uploading {counted(self.files, 'file')}, {self.total} bytes", file=self.out)
         return self
 
     def advance(self, n: int) -> None:
@@ -183,3 +184,8 @@ def push(
                 sent.result()  # the first failure is the push's
     revision = api.json("POST", f"{base}/revisions/commit", json=commit, headers=key)
     return Pushed(revision, len(files), len(to_send), total, left_out)
+
+
+def counted(n: int, thing: str) -> str:
+    """'1 file', '3 files'."""
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"

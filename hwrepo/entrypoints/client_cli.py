@@ -23,7 +23,7 @@ import typer
 from hwrepo.client.api import Api, ClientError
 from hwrepo.client.checks import find_check, latest_revision
 from hwrepo.client.config import ClientConfig
-from hwrepo.client.push import ensure_project, push, split_project
+from hwrepo.client.push import counted, ensure_project, push, split_project
 from hwrepo.client.watch import EXIT_PUSH_FAILED, Outcome, wait
 from hwrepo.domain import pages
 
@@ -221,7 +221,7 @@ def push_and_report(
     page = pages.revision_page(api.server, owner, name, number)
     again = "" if revision.get("created_now", True) else " (the same push as before)"
     say(
-        f"revision {number} of {project}{again}: {pushed.files} files, "
+        f"revision {number} of {project}{again}: {counted(pushed.files, 'file')}, "
         f"{pushed.sent_files} sent ({pushed.sent_bytes} bytes)"
     )
     code = 0
