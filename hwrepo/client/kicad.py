@@ -110,6 +110,8 @@ class Session:
     socket: Path
     version: KiCadVersion
     api_version: KiCadVersion
+    # False once KiCad said it has no PCB editor (its project window alone cannot list boards)
+    pcb_editor: bool = True
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """A call to KiCad, its failures said for a person."""
@@ -186,21 +188,38 @@ def connect_all(socket: str | None = None, timeout_ms: int = TIMEOUT_MS) -> list
 
 
 def open_boards(session: Session) -> list[Any]:
-    """The boards open in KiCad's PCB editor (document specifiers)."""
-    docs = session.call(
-        "listing its open boards",
-        lambda: session.kicad.get_open_documents(DocumentType.DOCTYPE_PCB),
-    )
+    """The boards open in KiCad's PCB editor (document specifiers); none when only KiCad's
+    project window is open (it has no handler for the request: `session.pcb_editor` is then
+    False)."""
+    try:
+        docs = session.kicad.get_open_documents(DocumentType.DOCTYPE_PCB)
+    except KipyConnectionError as exc:
+        raise ClientError(f"KiCad at {session.socket} stopped answering: {exc}") from None
+    except ApiError as exc:
+        if exc.code != ApiStatusCode.AS_UNHANDLED:
+            raise ClientError(_api_error(exc, "listing its open boards")) from None
+        session.pcb_editor = False
+        return []
     # With no board open, KiCad still lists one document, with an empty file name.
     return [d for d in docs if d.board_filename]
 
 
+def no_board(session: Session, board: str = "the board") -> str:
+    """Why `session` has no board to work with, and what to do."""
+    if not session.pcb_editor:
+        return (
+            f"KiCad {session.version.full_version} has only its project window open, no PCB "
+            f"editor: open {board} in the PCB editor (from the project window) and run this again"
+        )
+    return (
+        f"KiCad {session.version.full_version} has no board open in its PCB editor: open "
+        f"{board} (File → Open) and run this again"
+    )
+
+
 def open_board(session: Session) -> Board:
     if not open_boards(session):
-        raise ClientError(
-            f"KiCad {session.version.full_version} has no board open in its PCB editor: open "
-            "the board (File → Open) and run this again"
-        )
+        raise ClientError(no_board(session))
     return session.call("opening its board", session.kicad.get_board)
 
 
@@ -325,10 +344,7 @@ def with_board(sessions: list[Session], board_file: str, origin: str) -> tuple[S
             return session, open_board(session)
         seen += [_named(d) for d in docs]
     if not seen:
-        raise ClientError(
-            f"KiCad has no board open in its PCB editor: open {wanted}, the board of {origin} "
-            "(File → Open), and run this again"
-        )
+        raise ClientError(no_board(sessions[0], f"{wanted}, the board of {origin},"))
     raise ClientError(
         f"KiCad has {' and '.join(seen)} open, but {origin} belongs to {board_file}: open "
         f"{wanted} in KiCad and run this again"

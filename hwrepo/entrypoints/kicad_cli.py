@@ -76,6 +76,7 @@ def status(
                 "boards": [
                     {"board": d.board_filename, "directory": d.project.path or None} for d in docs
                 ],
+                "pcb_editor": session.pcb_editor,
             }
         )
     if as_json:
@@ -87,7 +88,9 @@ def status(
             f"KiCad {one['kicad']} answers at {one['socket']} (kicad-python "
             f"{one['kicad_python']}, made for KiCad {made_for})"
         )
-        for b in one["boards"] or [{"board": None}]:
+        if not one["pcb_editor"]:
+            _say("board: none open (only KiCad's project window is open, no PCB editor)")
+        for b in one["boards"] or ([{"board": None}] if one["pcb_editor"] else []):
             _say(f"board: {b['board']} (in {b['directory']})" if b["board"] else "board: none open")
 
 

@@ -3,7 +3,8 @@ each with a temporary directory (its socket) and a HOME (its configuration) of i
 of a demo board KiCad ships. Publish makes a revision equal to the board's project directory,
 checked by a real API process and worker; show selects exactly a violation's items (read back
 through kipy); each failure is said: KiCad not running, its API server off, a stale socket after
-kill -9, no board open, an ERC violation, another board open, versions that do not match."""
+kill -9, no board open, only the project window open, an ERC violation, another board open,
+versions that do not match."""
 
 from __future__ import annotations
 
@@ -57,9 +58,10 @@ class Pcbnew:
     temp: Path
     home: Path
     log: Path
+    program: str = "pcbnew"  # or "kicad": the project window
 
     def pid(self) -> int | None:
-        """pcbnew's own pid: the process of that name in the session xvfb-run leads."""
+        """The program's own pid: the process of that name in the session xvfb-run leads."""
         # Not Path.glob: it stats each entry, and a process that ends meanwhile raises.
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -70,7 +72,7 @@ class Pcbnew:
                 continue
             name = text[text.index("(") + 1 : text.rindex(")")]
             session = int(text[text.rindex(")") + 2 :].split()[3])
-            if name == "pcbnew" and session == self.proc.pid:
+            if name == self.program and session == self.proc.pid:
                 return int(entry)
         return None
 
@@ -98,11 +100,17 @@ class Pcbnew:
 
 
 def start_pcbnew(
-    root: Path, board: Path | None, *, server_on: bool = True, temp: Path | None = None
+    root: Path,
+    board: Path | None,
+    *,
+    server_on: bool = True,
+    temp: Path | None = None,
+    program: str = "pcbnew",
 ) -> Pcbnew:
     """pcbnew under Xvfb (with `board`, or none), ready: its API answers with the board open,
     or (API server off) its instance lock names a live process. `temp`: the temporary
-    directory of another KiCad, to run beside it."""
+    directory of another KiCad, to run beside it. With `program="kicad"`, KiCad's project
+    window on the project file `board`, ready when its API answers."""
     own_home, temp = root / "home", temp or root / "tmp"
     config = own_home / ".config" / "kicad" / "9.0"
     config.mkdir(parents=True)
@@ -115,13 +123,13 @@ def start_pcbnew(
     env = {"PATH": os.environ["PATH"], "HOME": str(own_home), "TMPDIR": str(temp)}
     env["LANG"] = "C.UTF-8"
     proc = subprocess.Popen(
-        ["xvfb-run", "-a", "pcbnew", *([str(board)] if board else [])],
+        ["xvfb-run", "-a", program, *([str(board)] if board else [])],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    started = Pcbnew(proc, temp, own_home, log)
+    started = Pcbnew(proc, temp, own_home, log, program)
     deadline = time.monotonic() + STARTUP_S
     try:
         while True:
@@ -145,7 +153,7 @@ def _ready(pcbnew: Pcbnew, board: Path | None, server_on: bool) -> bool:
         names = [d.board_filename for d in kicad.open_boards(pcbnew.session())]
     except ClientError:
         return False  # starting: not ready yet
-    return board is None or board.name in names
+    return board is None or pcbnew.program != "pcbnew" or board.name in names
 
 
 @pytest.fixture
@@ -437,6 +445,28 @@ def test_no_board_open(home: Path, tmp_path: Path) -> None:  # noqa: F811
         assert "has no board open in its PCB editor" in " ".join(publish.stderr.split())
     finally:
         empty.stop()
+
+
+def test_only_the_project_window_open(home: Path, tmp_path: Path, project_dir: Path) -> None:  # noqa: F811
+    """KiCad's project window answers the API but has no PCB editor to list boards: status
+    says so (exit 0), publish and show say to open the board in the PCB editor."""
+    window = start_pcbnew(tmp_path / "kicad", project_dir / f"{BOARD}.kicad_pro", program="kicad")
+    try:
+        status = hwrepo(home, "kicad", "status", **window.env())
+        assert status.returncode == 0, status.stderr
+        assert "KiCad 9.0" in status.stdout
+        assert "board: none open (only KiCad's project window is open, no PCB editor)" in (
+            status.stdout
+        )
+        described = json.loads(hwrepo(home, "kicad", "status", "--json", **window.env()).stdout)
+        assert [(k["pcb_editor"], k["boards"]) for k in described] == [(False, [])]
+        publish = hwrepo(home, "kicad", "publish", "-p", "alice/board", **window.env())
+        assert publish.returncode == 3
+        assert "has only its project window open, no PCB editor: open the board in the PCB " in (
+            " ".join(publish.stderr.split())
+        )
+    finally:
+        window.stop()
 
 
 def test_versions(pcbnew: Pcbnew) -> None:
