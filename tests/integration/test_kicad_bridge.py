@@ -3,8 +3,8 @@ each with a temporary directory (its socket) and a HOME (its configuration) of i
 of a demo board KiCad ships. Publish makes a revision equal to the board's project directory,
 checked by a real API process and worker; show selects exactly a violation's items (read back
 through kipy); each failure is said: KiCad not running, its API server off, a stale socket after
-kill -9, no board open, only the project window open, an ERC violation, another board open,
-versions that do not match."""
+kill -9, no board open, only the project window open, a dialog waiting for an answer, an ERC
+violation, another board open, versions that do not match."""
 
 from __future__ import annotations
 
@@ -106,19 +106,23 @@ def start_pcbnew(
     server_on: bool = True,
     temp: Path | None = None,
     program: str = "pcbnew",
+    ready: bool = True,
 ) -> Pcbnew:
     """pcbnew under Xvfb (with `board`, or none), ready: its API answers with the board open,
     or (API server off) its instance lock names a live process. `temp`: the temporary
     directory of another KiCad, to run beside it. With `program="kicad"`, KiCad's project
-    window on the project file `board`, ready when its API answers."""
+    window on the project file `board`, ready when its API answers. `ready=False`: without
+    library tables, so that the first start waits on the dialog that configures them, and
+    returned as soon as its socket is there."""
     own_home, temp = root / "home", temp or root / "tmp"
     config = own_home / ".config" / "kicad" / "9.0"
     config.mkdir(parents=True)
     temp.mkdir(exist_ok=True)
     (config / "kicad_common.json").write_text(json.dumps({"api": {"enable_server": server_on}}))
     # Without library tables, a first start waits on a dialog that configures them.
-    (config / "fp-lib-table").write_text("(fp_lib_table\n  (version 7)\n)\n")
-    (config / "sym-lib-table").write_text("(sym_lib_table\n  (version 7)\n)\n")
+    if ready:
+        (config / "fp-lib-table").write_text("(fp_lib_table\n  (version 7)\n)\n")
+        (config / "sym-lib-table").write_text("(sym_lib_table\n  (version 7)\n)\n")
     log = root / "pcbnew.log"
     env = {"PATH": os.environ["PATH"], "HOME": str(own_home), "TMPDIR": str(temp)}
     env["LANG"] = "C.UTF-8"
@@ -135,7 +139,7 @@ def start_pcbnew(
         while True:
             assert proc.poll() is None, f"pcbnew ended: {log.read_text(errors='replace')}"
             assert time.monotonic() < deadline, f"pcbnew not ready: {log.read_text()}"
-            if _ready(started, board, server_on):
+            if started.socket.exists() if not ready else _ready(started, board, server_on):
                 return started
             time.sleep(0.5)
     except BaseException:
@@ -467,6 +471,31 @@ def test_only_the_project_window_open(home: Path, tmp_path: Path, project_dir: P
         )
     finally:
         window.stop()
+
+
+def test_a_dialog_waiting_for_an_answer(home: Path, tmp_path: Path, project_dir: Path) -> None:  # noqa: F811
+    """A first start without library tables waits on the dialog that configures them, and KiCad
+    answers "not ready" meanwhile: the bridge says a dialog may be waiting."""
+    waiting = start_pcbnew(tmp_path / "kicad", project_dir / f"{BOARD}.kicad_pcb", ready=False)
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            said = hwrepo(home, "kicad", "status", **waiting.env())
+            text = " ".join(said.stderr.split())
+            if "not ready" in text or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert said.returncode == 3, said.stdout
+        assert "KiCad is not ready (its version): it is still starting, or one of its dialogs " in (
+            text
+        )
+        assert "waits for an answer" in text
+        # not a start that takes long: a board opened without its tables would be ready by now
+        time.sleep(10)
+        again = hwrepo(home, "kicad", "status", **waiting.env())
+        assert again.returncode == 3 and "not ready" in again.stderr, again.stdout
+    finally:
+        waiting.stop()
 
 
 def test_versions(pcbnew: Pcbnew) -> None:
