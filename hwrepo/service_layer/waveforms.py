@@ -4,18 +4,23 @@ A waveform is an artifact the testbench wrote, so it is hostile input to its rea
 revision content: it is parsed by `hwrepo.checks.simulation.waves` in a bubblewrap sandbox of
 its own (no network, nothing of the machine but the installations, bounded CPU time, memory and
 wall time), never in the API process. The file is fetched from the bucket once into the API's
-cache (artifacts never change under their key) and mounted read-only into each sandbox.
+cache (artifacts never change under their key) and mounted read-only into each sandbox; the
+answers are kept in memory, so that the same question about the same waveform (its signals, a
+window of changes) starts no second sandbox.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+from cachetools import LRUCache
 
 from hwrepo.checks.core.kind import Workspace
 from hwrepo.checks.run.runner import CACHE_ROOT, Sandbox, SandboxUnavailable
@@ -41,6 +46,13 @@ AT_ONCE = threading.BoundedSemaphore(2)
 WAIT_S = 30.0
 # The API's copies of waveforms: the least recently used go beyond this size.
 CACHE_BYTES = 4 * 1024**3
+# Answers kept in memory (an artifact never changes under its key, so an answer never goes
+# stale): the least recently used go beyond this many bytes of JSON.
+ANSWER_BYTES = 64 * 1024**2
+_answers: LRUCache[str, tuple[dict[str, Any], int]] = LRUCache(
+    maxsize=ANSWER_BYTES, getsizeof=lambda kept: kept[1]
+)
+_answers_lock = threading.Lock()
 
 
 def waveform_artifact(check: Check) -> dict[str, Any]:
@@ -100,7 +112,25 @@ def _prune(root: Path, keep: Path) -> None:
 
 
 def _run(backends: Backends, check: Check, function: str, request: dict[str, Any]) -> dict:
+    """The answer of `function` for this check's waveform: kept from an earlier request for
+    the same artifact, else read in a sandbox (failures are not kept)."""
     item = waveform_artifact(check)
+    key = json.dumps([item["key"], item["size"], function, request], sort_keys=True)
+    with _answers_lock:
+        kept = _answers.get(key)
+    if kept is not None:
+        return kept[0]
+    answer = _read(backends, item, function, request)
+    size = len(json.dumps(answer))
+    if size <= ANSWER_BYTES // 8:
+        with _answers_lock:
+            _answers[key] = (answer, size)
+    return answer
+
+
+def _read(
+    backends: Backends, item: dict[str, Any], function: str, request: dict[str, Any]
+) -> dict[str, Any]:
     directory = _cached(backends, item)
     scratch = backends.settings.data_dir / "api" / "sandboxes"
     scratch.mkdir(parents=True, exist_ok=True)

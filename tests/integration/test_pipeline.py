@@ -8,11 +8,13 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from hwrepo.config import Settings
+from hwrepo.service_layer import waveforms
 from hwrepo.service_layer.backends import Backends
 from tests.conftest import Actor, make_actor
 from tests.pipeline import pipeline_stack, running_worker, upload_dir, wait_for_checks
@@ -205,7 +207,7 @@ def test_kicad_board_is_checked_with_waivers_and_exclusions(
 
 
 def test_simulation_verdicts_through_the_api(
-    stack: tuple[Settings, Backends, TestClient],
+    stack: tuple[Settings, Backends, TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, backends, client = stack
     settings = settings.model_copy(update={"worker_cache_dir": SIM_CACHE})
@@ -241,6 +243,26 @@ def test_simulation_verdicts_through_the_api(
     assert xml.status_code == 200 and b"<testsuite" in xml.content
     wave = client.get(sim["url"] + "/waveform")
     assert wave.status_code == 200 and len(wave.content) > 100
+    # the viewer's questions are answered in a sandbox once; the same question again is kept
+    sandboxed: list[str] = []
+
+    class Counted(waveforms.Sandbox):
+        def python(self, entry: str, *args: Any, **kwargs: Any) -> Any:
+            sandboxed.append(entry)
+            return super().python(entry, *args, **kwargs)
+
+    monkeypatch.setattr(waveforms, "Sandbox", Counted)
+    listed = [client.get(sim["url"] + "/waveform/signals") for _ in range(2)]
+    assert [r.status_code for r in listed] == [200, 200] and listed[0].json() == listed[1].json()
+    signals = listed[0].json()
+    clock = next(s["name"] for s in signals["signals"] if s["name"].endswith("clk"))
+    window = {"signal": clock, "start": 0, "end": signals["end"], "pixels": 200}
+    seen = [client.get(sim["url"] + "/waveform/changes", params=window) for _ in range(2)]
+    assert [r.status_code for r in seen] == [200, 200] and seen[0].json() == seen[1].json()
+    assert seen[0].json()["signals"][clock]["changes"], "the clock changes"
+    assert sandboxed == [f"{waveforms.INSIDE}:signals", f"{waveforms.INSIDE}:changes"]
+    narrower = client.get(sim["url"] + "/waveform/changes", params={**window, "pixels": 100})
+    assert narrower.status_code == 200 and len(sandboxed) == 3  # another question: read again
     log = client.get(sim["url"] + "/log")
     assert log.status_code == 200 and b"test_known_failure_wrong_expected_order" in log.content
 
