@@ -192,6 +192,35 @@ def test_structure_syntax_error_is_failed_with_its_line(tmp_path: Path, cache: P
     assert [m["name"] for m in result.details["modules"]] == ["good"]  # the other file is read
 
 
+def test_structure_reads_spaced_literals_and_attributes(tmp_path: Path, cache: Path) -> None:
+    """Verilog allows spaces between a literal's size and base and between its base and digits
+    (`32'h 0000_0000`, as PicoRV32 writes them), and attribute instances (`(* parallel_case *)`);
+    pyverilog's parser takes neither, so hwrepo joins the one and blanks the other first. A
+    later syntax error is still reported at its own line."""
+    root = make_revision(
+        tmp_path / "rev",
+        {
+            "rtl/spaced.v": "module spaced(output wire [31:0] y, output wire [7:0] z);\n"
+            "  localparam [31:0] RESET = 32'h 0000_0000;\n"
+            "  assign y = RESET | 32 'h 10;\n"
+            "  assign z = 8 'b 1010_0101;\n"
+            "  (* keep *) reg r;\n"
+            "  always @(*) begin\n"
+            "    (* parallel_case,\n       full_case *)\n"
+            "    case (z) 8'd 1: r = 1'b1; default: r = 1'b0; endcase\n"
+            "  end\n"
+            "endmodule\n",
+            "rtl/late.v": "module late(input wire a, output wire b);\n  assign b = 4'd 3\n"
+            "  wire c;\nendmodule\n",
+        },
+    )
+    result = run_kind(RtlStructure(), root, tmp_path, cache)
+    assert [m["name"] for m in result.details["modules"]] == ["spaced"]
+    assert result.details["errors"] == [
+        {"file": "rtl/late.v", "line": 3, "message": 'syntax error before: "wire"'}
+    ]
+
+
 def test_structure_systemverilog_is_errored_saying_why(tmp_path: Path, cache: Path) -> None:
     root = make_revision(
         tmp_path / "rev",

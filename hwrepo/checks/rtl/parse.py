@@ -6,7 +6,9 @@ directives (`-L`), so every AST line maps back to its file and line even across
 file's syntax error does not hide the others' modules. If `ivlpp` cannot be found next to
 `iverilog`, each file is preprocessed alone by `iverilog -E` (pyverilog's own way; line numbers
 after an `` `include `` are then off by the header's length). `.sv` files and `.v` files that
-use SystemVerilog keywords are not given to pyverilog at all.
+use SystemVerilog keywords are not given to pyverilog at all. Two Verilog-2001 forms pyverilog
+does not take are rewritten first, within their lines (`pyverilog_text`): spaces inside based
+literals, and attribute instances.
 
 pyverilog builds its parser tables once per worker (`ensure_tables`, no design involved); jobs
 read them from the kind's cache, mounted read-only.
@@ -77,6 +79,27 @@ class ParsedDesign:
     @property
     def parsed_files(self) -> list[str]:
         return [u.file for u in self.units]
+
+
+# Verilog-2001 that pyverilog's lexer and grammar do not take, rewritten within each line so
+# that line numbers stay: a based literal with spaces where the standard allows them (between
+# the size and the apostrophe, between the base and the digits: `32'h 0000_0000`, `8 'b1010`),
+# joined; an attribute instance (`(* parallel_case *)`), which says nothing of the structure,
+# blanked. `@(*)` is no attribute.
+_SPACED_LITERAL = re.compile(
+    r"(?<![\w$])(\d[\d_]*)?[ \t]*'([sS]?[bBoOdDhH])[ \t]+(?=[0-9a-fA-FxXzZ?])"
+    r"|(?<![\w$])(\d[\d_]*)[ \t]+'([sS]?[bBoOdDhH])"
+)
+_ATTRIBUTE = re.compile(r"\(\*(?![ \t]*\))(?:.|\n)*?\*\)")
+
+
+def pyverilog_text(text: str) -> str:
+    """`text` as pyverilog's parser reads it: based literals without the spaces Verilog allows
+    in them, attribute instances blanked (their newlines kept)."""
+    text = _SPACED_LITERAL.sub(
+        lambda m: f"{m.group(1) or m.group(3) or ''}'{m.group(2) or m.group(4)}", text
+    )
+    return _ATTRIBUTE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
 
 
 _PARSER_LOCK = threading.Lock()
@@ -278,7 +301,7 @@ def parse_design(
             parser.lexer.directives = []
             parser.lexer.default_nettype = "wire"
             try:
-                ast = parser.parse(text)
+                ast = parser.parse(pyverilog_text(text))
             except ParseError as exc:
                 message = str(exc)
                 m = _PARSE_LINE.search(message)
