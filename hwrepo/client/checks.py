@@ -110,3 +110,15 @@ def find_violation(
             f"{types}): name one by its index or as TYPE:UUID,…"
         )
     return found[0]
+
+
+def hints(api: Api, checks: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """The hints of the checks that did not pass (what to change, e.g. a requirement to name),
+    read from each one's details."""
+    found = []
+    for check in checks:
+        if check.get("state") in {"errored", "failed"} and check.get("url"):
+            details = api.json("GET", check["url"].removeprefix("/api/v1")).get("details") or {}
+            if isinstance(details.get("hint"), str):
+                found.append((check, details["hint"]))
+    return found

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from hwrepo.client.api import Api, ClientError
-from hwrepo.client.checks import find_check, latest_revision
+from hwrepo.client.checks import find_check, hints, latest_revision
 from hwrepo.client.config import ClientConfig
 from hwrepo.client.push import counted, ensure_project, push, split_project
 from hwrepo.client.watch import EXIT_PUSH_FAILED, Outcome, wait
@@ -244,6 +244,7 @@ def push_and_report(
         _reports(api, project, number, outcome, junit, sarif)
         if not as_json:
             err.print(_table(outcome.checks))
+            _print_hints(api, outcome.checks)
             if outcome.why():
                 err.print(f"[yellow]{escape(outcome.why())}[/]", markup=True)
             review = outcome.checks.get("review") or {}
@@ -259,6 +260,16 @@ def push_and_report(
     else:
         say(page, stderr=False)
     return code
+
+
+def _print_hints(api: Api, body: dict[str, Any]) -> None:
+    """Below the table: what the checks that did not pass suggest changing."""
+    try:
+        found = hints(api, list(body.get("checks") or []))
+    except ClientError:
+        return  # the table and the verdict stand; the hints are a courtesy
+    for check, hint in found:
+        err.print(f"{check.get('kind', '')} {check.get('name', '')}: {hint}", markup=False)
 
 
 def _reports(
@@ -298,6 +309,8 @@ def checks_command(
     else:
         out.print(f"{project} revision {number}: {body['state']}")
         out.print(_table(body))
+        with api_client() as api:
+            _print_hints(api, body)
     raise typer.Exit(outcome.exit_code)
 
 

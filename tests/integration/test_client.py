@@ -202,6 +202,19 @@ def test_a_ci_job_pushes_waits_and_exits_by_the_verdict(
     orphan = hwrepo(home, "diff", "alice/counter", "1")
     assert orphan.returncode == 2 and "has no parent" in orphan.stderr
 
+    # a testbench importing what nothing installs: 2, and the check's hint under the table
+    needs = copy("rtl-counter", tmp_path / "needs")
+    bench = needs / "tests" / "test_counter.py"
+    bench.write_text("import not_installed_anywhere  # noqa\n" + bench.read_text())
+    hinted = hwrepo(home, "push", str(needs), "-p", "alice/needs", "--create", "--licence", "MIT",
+                    "--wait", "--timeout", "240")  # fmt: skip
+    assert hinted.returncode == 2, hinted.stderr
+    said = " ".join(hinted.stderr.split())
+    hint = "hint: no package installed for the testbench provides 'not_installed_anywhere'"
+    assert f"simulation tests/test_counter.py · icarus: {hint}" in said, hinted.stderr
+    listed = hwrepo(home, "checks", "alice/needs")
+    assert listed.returncode == 2 and hint in " ".join(listed.stderr.split()), listed.stderr
+
     # a project that requires an approval: --require-review waits for it, and a request for
     # changes, seen live on the event stream, fails the job
     auth = {"Authorization": f"Bearer {token}"}
