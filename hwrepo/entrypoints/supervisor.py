@@ -108,10 +108,25 @@ def wait_ready(
     return False
 
 
+def _stop_together(servers: list[Server]) -> None:
+    """Stop these processes at once, and wait for all of them."""
+    running = [s for s in servers if s.alive()]
+    for server in running:
+        print(f"stopping {server.name}", flush=True)
+    stoppers = [
+        threading.Thread(target=server.stop, name=f"stop {server.name}") for server in servers
+    ]
+    for thread in stoppers:
+        thread.start()
+    for thread in stoppers:
+        thread.join()
+
+
 class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.servers: list[Server] = []
+        self.embedded_names: set[str] = set()
         self.stopping = threading.Event()
 
     def _handle_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -130,6 +145,7 @@ class Supervisor:
             )
             for server in embedded.embedded_servers(settings):
                 print(f"starting {server.name} (log: {server.log_path})", flush=True)
+                self.embedded_names.add(server.name)
                 server.start()
                 self.servers.append(server)
             print("preparing the bucket, the event streams and the index", flush=True)
@@ -182,8 +198,15 @@ class Supervisor:
                 server.start()
 
     def stop(self) -> None:
-        for server in reversed(self.servers):
-            if server.alive():
-                print(f"stopping {server.name}", flush=True)
-            server.stop()
+        """The workers, then the API (each may still hand an event or a result to the servers),
+        then the embedded servers, all of them at once (each takes a second or two to flush
+        and close)."""
+        servers = list(reversed(self.servers))
+        own = [s for s in servers if s.name not in self.embedded_names]
+        for stage in (
+            [s for s in own if s.name.startswith("worker")],
+            [s for s in own if not s.name.startswith("worker")],
+            [s for s in servers if s.name in self.embedded_names],
+        ):
+            _stop_together(stage)
         self.servers.clear()
