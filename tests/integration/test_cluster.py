@@ -30,6 +30,7 @@ import pytest
 
 from hwrepo.adapters import eventbus
 from hwrepo.domain.events import EVENTS_STREAM
+from hwrepo.entrypoints import embedded
 from hwrepo.entrypoints.cluster import Cluster
 from hwrepo.service_layer import users
 from hwrepo.service_layer.backends import Backends
@@ -45,16 +46,28 @@ pytestmark = pytest.mark.needs(
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The cluster, on ports free when it was made. Another process may take one of them before
+    its server binds it (seen in CI: a NATS route port): then again, on other ports."""
     with _pg_schema() as url:
-        made = Cluster(
-            tmp_path_factory.mktemp("cluster"),
-            url,
-            api_nats=[[0], [1, 2]],
-            extra_env={"HWREPO_JOB_ACK_WAIT_S": "8", "HWREPO_OUTBOX_POLL_S": "0.2"},
-            worker_cache_dir=SIM_CACHE,
-        )
-        with made:
+        for attempt in range(3):
+            made = Cluster(
+                tmp_path_factory.mktemp("cluster"),
+                url,
+                api_nats=[[0], [1, 2]],
+                extra_env={"HWREPO_JOB_ACK_WAIT_S": "8", "HWREPO_OUTBOX_POLL_S": "0.2"},
+                worker_cache_dir=SIM_CACHE,
+            )
+            try:
+                made.__enter__()
+            except embedded.StartFailed as exc:
+                if "address already in use" in str(exc) and attempt < 2:
+                    continue
+                raise
+            break
+        try:
             yield made
+        finally:
+            made.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
