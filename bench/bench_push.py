@@ -14,8 +14,9 @@ measures:
                  D put with the SDK; then hashed and sent as a client that knows its digests
                  sends it (`PUT …/blobs/{sha}` four at once, then `POST …/revisions/commit`);
   push B         `hwrepo push B` as a person runs it (a new process, a HOME of its own; it
-                 commits, is told which blobs the server lacks, sends those by
-                 `PUT …/blobs/{sha}`, then commits again);
+                 commits, is told which blobs the server lacks, sends those straight to the
+                 S3 server by the PUTs the API signed for them, then commits again; with
+                 `--push-through-api`, by `PUT …/blobs/{sha}`);
   push B again   the same command with nothing changed (one commit request; the server lacks
                  nothing), then the same push in this process (`push()`, digests cached) and
                  B's file list with and without the cache, to split it;
@@ -40,7 +41,7 @@ Targets (issues 10 and 14): a new 100 MB upload ≤ 1.3 times the direct put; an
 ≤ 0.05 times the first.
 
     .venv/bin/python bench/bench_push.py [--rounds 3] [--warmup 1] [--mb 100] [--files 4]
-        [--other-client DIR]
+        [--other-client DIR] [--push-through-api]
 """
 
 from __future__ import annotations
@@ -349,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=4, help="files per directory")
     parser.add_argument("--warmup", type=int, default=1, help="rounds first, not counted")
     parser.add_argument(
+        "--push-through-api",
+        action="store_true",
+        help="the API offers no direct PUTs to S3 (no s3_client_url): the pushes send every "
+        "blob through PUT …/blobs/{sha256}",
+    )
+    parser.add_argument(
         "--other-client",
         type=Path,
         help="a checkout of hwrepo (e.g. an older commit's worktree) whose client also pushes "
@@ -383,7 +390,11 @@ def main(argv: list[str] | None = None) -> int:
             + ("refuses" if checksum_verified(pipe.settings.s3, bucket) else "stores")
             + " a PUT whose bytes are not its signed x-amz-checksum-sha256"
         )
-        with api_process(pipe.settings) as api:
+        served = pipe.settings
+        if not args.push_through_api:  # the pushes send their blobs straight to S3
+            direct = f"{'https' if served.s3['secure'] else 'http'}://{served.s3['endpoint']}"
+            served = served.model_copy(update={"s3_client_url": direct})
+        with api_process(served) as api:
             assert stack.s3 is not None and stack.s3.process is not None
             meter = CpuMeter(stack.s3.process.pid, api.proc.pid)
             for n in range(-args.warmup, args.rounds):

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_secure: bool = False
     s3_timeout_s: float = 5.0  # each read (connects and sends: at most 3 s); not a transfer
+    # The S3 server's URL as push clients reach it (https://s3.example.org). Set, the API signs
+    # each missing blob's PUT for the client to send there itself, if the server refuses bytes
+    # that are not those of a signed x-amz-checksum-sha256 (asked once); else blobs go through
+    # the API. Unset: the embedded S3 server's own address when the API listens on a loopback
+    # address (its clients are on this machine), else none.
+    s3_client_url: str | None = None
 
     # Events. None: the embedded nats-server.
     nats_urls: list[str] | None = None
@@ -181,6 +187,15 @@ class Settings(BaseSettings):
             "secure": self.s3_secure or self.s3_endpoint.startswith("https://"),
             "region": self.s3_region,
         }
+
+    @property
+    def s3_direct_url(self) -> str | None:
+        """Where push clients send blobs themselves (see s3_client_url); None: through the API."""
+        if self.s3_client_url:
+            return self.s3_client_url.rstrip("/")
+        if self.embedded_s3 and self.api_host in {"127.0.0.1", "localhost", "::1"}:
+            return f"http://127.0.0.1:{self.embedded.s3}"
+        return None
 
     @property
     def nats_servers(self) -> list[str]:

@@ -147,15 +147,15 @@ def pipeline_stack(
 
 
 @contextmanager
-def api_process(settings: Settings, data_dir: Path, log: Path) -> Iterator[str]:
+def api_process(settings: Settings, data_dir: Path, log: Path, **extra_env: str) -> Iterator[str]:
     """`hwrepo api` as a process of its own (uvicorn) on the servers, bucket and database of
-    `settings`; its base URL once it answers."""
+    `settings` (and the HWREPO_* variables in `extra_env`); its base URL once it answers."""
     from hwrepo.entrypoints import embedded
     from tests.integration.helpers import cli_env
 
     (port,) = embedded.free_ports(1)
     env = cli_env(settings, data_dir)
-    env.update(HWREPO_API_PORT=str(port))
+    env.update(HWREPO_API_PORT=str(port), **extra_env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "hwrepo.entrypoints.cli", "api"],
         env=env,

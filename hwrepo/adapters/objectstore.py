@@ -11,20 +11,24 @@ Object layout (the bucket is the source of truth; see docs/architecture.md):
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
+import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import urllib3
 from minio import Minio
+from minio.credentials import Credentials
 from minio.error import MinioException, S3Error, ServerError
+from minio.signer import sign_v4_s3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
@@ -149,6 +153,71 @@ class ObjectStore:
         self.bucket = bucket
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.region = region
+        self.secure = secure
+        self._credentials = Credentials(access_key or "", secret_key or "")
+        self._checks_checksums: bool | None = None
+        self._probe_lock = threading.Lock()
+
+    # -- blobs a client sends straight to the store ----------------------------------------
+    def signed_blob_put(self, base_url: str, sha256: str, size: int) -> dict[str, Any]:
+        """A PUT of the blob `sha256` (of `size` bytes) for someone else to send to the store at
+        `base_url`, signed here (the secret stays here). The signature covers the key, the size
+        and the `x-amz-checksum-sha256` header, and the payload is unsigned: a store that checks
+        that checksum (`checks_checksums`) keeps only bytes with this SHA-256. S3 takes a signed
+        request for SIGNED_PUT_S after its date."""
+        return self._signed_put(base_url, blob_key(sha256), bytes.fromhex(sha256), size)
+
+    def _signed_put(self, base_url: str, key: str, digest: bytes, size: int) -> dict[str, Any]:
+        url = urlsplit(f"{base_url.rstrip('/')}/{self.bucket}/{key}")
+        date = datetime.now(UTC).replace(microsecond=0)
+        headers = {
+            "Host": url.netloc,
+            "x-amz-date": date.strftime("%Y%m%dT%H%M%SZ"),
+            "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+            "x-amz-checksum-sha256": base64.b64encode(digest).decode(),
+            "content-length": str(size),
+        }
+        signed = sign_v4_s3(
+            method="PUT",
+            url=url,
+            region=self.region,
+            headers=dict(headers),
+            credentials=self._credentials,
+            content_sha256="UNSIGNED-PAYLOAD",
+            date=date,
+        )
+        return {
+            "method": "PUT",
+            "url": url.geturl(),
+            "headers": {k: v for k, v in signed.items() if k != "Host"},
+            "expires": (date + timedelta(seconds=SIGNED_PUT_S)).isoformat(),
+        }
+
+    def checks_checksums(self) -> bool:
+        """Whether the store refuses a PUT whose bytes are not those of its signed
+        `x-amz-checksum-sha256` (asked once: a probe with other bytes than it claims, which
+        must be refused and leave nothing)."""
+        with self._probe_lock:
+            if self._checks_checksums is None:
+                self._checks_checksums = self._probe_checksums()
+            return self._checks_checksums
+
+    def _probe_checksums(self) -> bool:
+        import httpx
+
+        key = f"probes/checksum-{secrets.token_hex(8)}"
+        claimed, sent = b"the bytes a client claims", b"other bytes of that length"
+        base = f"{'https' if self.secure else 'http'}://{self.endpoint}"
+        put = self._signed_put(base, key, hashlib.sha256(claimed).digest(), len(sent))
+        try:
+            answer = httpx.put(put["url"], content=sent, headers=put["headers"], timeout=10)
+        except httpx.HTTPError:
+            return False
+        stored = self.exists(key)
+        if stored:
+            self.delete(key)
+        return answer.status_code == 400 and not stored
 
     # -- error translation -----------------------------------------------------------------
     def _call(self, fn: Callable[[], T]) -> T:
@@ -382,6 +451,7 @@ class _Verifying(io.RawIOBase):
 
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's smallest part but the last
+SIGNED_PUT_S = 15 * 60  # how long S3 takes a signed request after its date
 
 
 class _Abandoned(Exception):

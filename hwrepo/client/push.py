@@ -1,8 +1,10 @@
 """Pushing a directory as a revision, sending only what the server lacks: the commit of the
 file list (sizes and SHA-256, with an Idempotency-Key derived from the content, so a retried
 push returns the same revision) first; when the server answers that it lacks some contents, it
-names them, the client sends those and commits again. An unchanged push is one request, and
-reads no file whose stat is what it was at the last push (files.HashCache)."""
+names them, the client sends those and commits again. A content the server offers a signed
+PUT for goes straight to its S3 server (which checks its SHA-256), any other, or one whose
+direct PUT fails, through the API. An unchanged push is one request, and reads no file whose
+stat is what it was at the last push (files.HashCache)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from hwrepo.client.api import Api, ClientError
 from hwrepo.client.files import IGNORE_FILE, LocalFile, collect, idempotency_key
@@ -161,6 +165,7 @@ def push(
         else:  # a server that does not name them: ask
             asked = api.json("POST", f"{base}/blobs/missing", json={"files": commit["files"]})
             missing = set(asked["missing"])
+        offers = exc.problem.get("uploads") or {}
     to_send: dict[str, LocalFile] = {}
     for f in files:
         if f.sha256 in missing:
@@ -169,6 +174,9 @@ def push(
     with Reporter(total, len(to_send), out) as reporter:
 
         def send(sha: str, f: LocalFile) -> None:
+            offer = offers.get(sha)
+            if isinstance(offer, dict) and _sent_to_store(direct, offer, f, reporter):
+                return
             api.request(
                 "PUT",
                 f"{base}/blobs/{sha}",
@@ -179,11 +187,42 @@ def push(
 
         # The largest first, so that the last one out is a small one.
         order = sorted(to_send.items(), key=lambda item: -item[1].size)
-        with ThreadPoolExecutor(max_workers=PARALLEL_BLOBS) as pool:
+        with (
+            httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0)) as direct,
+            ThreadPoolExecutor(max_workers=PARALLEL_BLOBS) as pool,
+        ):
             for sent in [pool.submit(send, sha, f) for sha, f in order]:
                 sent.result()  # the first failure is the push's
     revision = api.json("POST", f"{base}/revisions/commit", json=commit, headers=key)
     return Pushed(revision, len(files), len(to_send), total, left_out)
+
+
+def _sent_to_store(
+    http: httpx.Client, offer: dict[str, Any], f: LocalFile, reporter: Reporter
+) -> bool:
+    """Send `f` by the PUT the server signed for it, straight to its S3 server (no token goes
+    there: `http` is a client of its own). False when that fails in any way (the store
+    unreachable from here, the signature too old…): the caller sends it through the API."""
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        reporter.advance(n)
+
+    try:
+        answer = http.request(
+            str(offer.get("method", "PUT")),
+            str(offer["url"]),
+            content=_chunks(f.local, advance),
+            headers={str(k): str(v) for k, v in dict(offer.get("headers") or {}).items()},
+        )
+        stored = answer.status_code in {200, 201}
+    except (httpx.HTTPError, KeyError, ValueError):
+        stored = False
+    if not stored:
+        reporter.advance(-done)
+    return stored
 
 
 def counted(n: int, thing: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from stat import S_IFREG
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from stream_zip import ZIP_AUTO, stream_zip
 
@@ -346,9 +346,11 @@ def commit_revision(
     if missing:
         paths = [ref.path for ref in missing]
         shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+        shas = sorted({ref.sha256 for ref in missing})
         raise Invalid(
             f"the contents of {shown} were not uploaded (send them first)",
-            missing=sorted({ref.sha256 for ref in missing}),
+            missing=shas,
+            **_direct_uploads(backends, {ref.sha256: ref.size for ref in missing}),
         )
     return _commit(
         backends,
@@ -361,6 +363,18 @@ def commit_revision(
         base=base,
         fingerprint=fingerprint,
     )
+
+
+def _direct_uploads(backends: Backends, sizes: dict[str, int]) -> dict[str, Any]:
+    """`uploads`: for each missing content, a PUT the client may send straight to the S3
+    server (signed here for its SHA-256 and size, which the server checks), when the settings
+    name an address clients reach it at and the server checks the checksum; else nothing (the
+    client sends it through `PUT …/blobs/{sha256}`)."""
+    base = backends.settings.s3_direct_url
+    if base is None or not backends.store.checks_checksums():
+        return {}
+    signed = {sha: backends.store.signed_blob_put(base, sha, n) for sha, n in sizes.items()}
+    return {"uploads": signed}
 
 
 def _forget_manifest(backends: Backends, key: str) -> None:
