@@ -15,6 +15,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,8 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from hwrepo.domain.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
 
 SERVICE = "S3 object storage"
 T = TypeVar("T")
@@ -201,23 +204,30 @@ class ObjectStore:
         with self._probe_lock:
             if self._checks_checksums is None:
                 self._checks_checksums = self._probe_checksums()
-            return self._checks_checksums
+            return bool(self._checks_checksums)
 
-    def _probe_checksums(self) -> bool:
+    def _probe_checksums(self) -> bool | None:
+        """The probe's answer; None when the store could not be asked (asked again next time)."""
         import httpx
 
         key = f"probes/checksum-{secrets.token_hex(8)}"
-        claimed, sent = b"the bytes a client claims", b"other bytes of that length"
+        claimed = b"the bytes a client claims"
+        sent = claimed[::-1]  # other bytes, the same length
         base = f"{'https' if self.secure else 'http'}://{self.endpoint}"
         put = self._signed_put(base, key, hashlib.sha256(claimed).digest(), len(sent))
         try:
-            answer = httpx.put(put["url"], content=sent, headers=put["headers"], timeout=10)
-        except httpx.HTTPError:
-            return False
-        stored = self.exists(key)
-        if stored:
-            self.delete(key)
-        return answer.status_code == 400 and not stored
+            refused = httpx.put(put["url"], content=sent, headers=put["headers"], timeout=10)
+            kept_other = self.exists(key)
+            # and the claimed bytes themselves are taken (a store that refuses the header
+            # whatever the bytes would refuse every offer)
+            taken = httpx.put(put["url"], content=claimed, headers=put["headers"], timeout=10)
+            kept = self.exists(key)
+            if kept_other or kept:
+                self.delete(key)
+        except Exception as exc:  # whatever it was, no offers now, and the question again later
+            log.warning("could not ask the S3 server whether it checks checksums: %s", exc)
+            return None
+        return refused.status_code == 400 and not kept_other and taken.is_success and kept
 
     # -- error translation -----------------------------------------------------------------
     def _call(self, fn: Callable[[], T]) -> T:
