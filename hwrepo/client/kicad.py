@@ -191,13 +191,17 @@ def open_boards(session: Session) -> list[Any]:
     """The boards open in KiCad's PCB editor (document specifiers); none when only KiCad's
     project window is open (it has no handler for the request: `session.pcb_editor` is then
     False)."""
-    try:
-        docs = session.kicad.get_open_documents(DocumentType.DOCTYPE_PCB)
-    except KipyConnectionError as exc:
-        raise ClientError(f"KiCad at {session.socket} stopped answering: {exc}") from None
-    except ApiError as exc:
-        if exc.code != ApiStatusCode.AS_UNHANDLED:
-            raise ClientError(_api_error(exc, "listing its open boards")) from None
+
+    def listed() -> list[Any] | None:
+        try:
+            return list(session.kicad.get_open_documents(DocumentType.DOCTYPE_PCB))
+        except ApiError as exc:
+            if exc.code == ApiStatusCode.AS_UNHANDLED:
+                return None
+            raise
+
+    docs = session.call("listing its open boards", listed)
+    if docs is None:
         session.pcb_editor = False
         return []
     # With no board open, KiCad still lists one document, with an empty file name.

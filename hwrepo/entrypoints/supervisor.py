@@ -125,9 +125,15 @@ def _stop_together(servers: list[Server]) -> None:
 class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.servers: list[Server] = []
-        self.embedded_names: set[str] = set()
+        # in the order they stop: the workers, the API, the embedded servers (see `stop`)
+        self.workers: list[Server] = []
+        self.apis: list[Server] = []
+        self.embedded: list[Server] = []
         self.stopping = threading.Event()
+
+    @property
+    def servers(self) -> list[Server]:
+        return [*self.embedded, *self.apis, *self.workers]
 
     def _handle_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping.set()
@@ -145,20 +151,19 @@ class Supervisor:
             )
             for server in embedded.embedded_servers(settings):
                 print(f"starting {server.name} (log: {server.log_path})", flush=True)
-                self.embedded_names.add(server.name)
                 server.start()
-                self.servers.append(server)
+                self.embedded.append(server)
             print("preparing the bucket, the event streams and the index", flush=True)
             seeded = bootstrap.prepare(settings, seed=settings.seed_demo_projects)
             if seeded:
                 print(f"published {seeded} demo project(s) from designs/", flush=True)
             api = _api_server(settings)
             api.start()
-            self.servers.append(api)
+            self.apis.append(api)
             for number in range(1, settings.workers + 1):
                 worker = _worker(settings, number)
                 worker.start()
-                self.servers.append(worker)
+                self.workers.append(worker)
             ready = wait_ready(
                 f"{_local_url(settings)}/readyz",
                 settings.ready_timeout_s,
@@ -201,12 +206,6 @@ class Supervisor:
         """The workers, then the API (each may still hand an event or a result to the servers),
         then the embedded servers, all of them at once (each takes a second or two to flush
         and close)."""
-        servers = list(reversed(self.servers))
-        own = [s for s in servers if s.name not in self.embedded_names]
-        for stage in (
-            [s for s in own if s.name.startswith("worker")],
-            [s for s in own if not s.name.startswith("worker")],
-            [s for s in servers if s.name in self.embedded_names],
-        ):
+        for stage in (self.workers, self.apis, self.embedded):
             _stop_together(stage)
-        self.servers.clear()
+            stage.clear()

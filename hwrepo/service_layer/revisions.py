@@ -346,10 +346,9 @@ def commit_revision(
     if missing:
         paths = [ref.path for ref in missing]
         shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
-        shas = sorted({ref.sha256 for ref in missing})
         raise Invalid(
             f"the contents of {shown} were not uploaded (send them first)",
-            missing=shas,
+            missing=sorted({ref.sha256 for ref in missing}),
             **_direct_uploads(backends, {ref.sha256: ref.size for ref in missing}),
         )
     return _commit(

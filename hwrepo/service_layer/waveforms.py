@@ -20,14 +20,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cachetools import LRUCache
-
 from hwrepo.checks.core.kind import Workspace
 from hwrepo.checks.run.runner import CACHE_ROOT, Sandbox, SandboxUnavailable
 from hwrepo.checks.run.sandbox import SandboxLimits
 from hwrepo.domain.checks import Check
 from hwrepo.domain.errors import Invalid, NotFound, ServiceUnavailable
 from hwrepo.service_layer.backends import Backends
+from hwrepo.service_layer.readcache import ReadCache
 
 WAVE_SUFFIXES = (".fst", ".vcd", ".ghw")
 TIMEOUT_S = 60.0
@@ -49,10 +48,8 @@ CACHE_BYTES = 4 * 1024**3
 # Answers kept in memory (an artifact never changes under its key, so an answer never goes
 # stale): the least recently used go beyond this many bytes of JSON.
 ANSWER_BYTES = 64 * 1024**2
-_answers: LRUCache[str, tuple[dict[str, Any], int]] = LRUCache(
-    maxsize=ANSWER_BYTES, getsizeof=lambda kept: kept[1]
-)
-_answers_lock = threading.Lock()
+_answers = ReadCache(ANSWER_BYTES)
+_ALWAYS = 0  # the answers' generation: they never change
 
 
 def waveform_artifact(check: Check) -> dict[str, Any]:
@@ -116,15 +113,13 @@ def _run(backends: Backends, check: Check, function: str, request: dict[str, Any
     the same artifact, else read in a sandbox (failures are not kept)."""
     item = waveform_artifact(check)
     key = json.dumps([item["key"], item["size"], function, request], sort_keys=True)
-    with _answers_lock:
-        kept = _answers.get(key)
+    kept = _answers.get(key, _ALWAYS)
     if kept is not None:
-        return kept[0]
+        return kept  # type: ignore[no-any-return]
     answer = _read(backends, item, function, request)
     size = len(json.dumps(answer))
     if size <= ANSWER_BYTES // 8:
-        with _answers_lock:
-            _answers[key] = (answer, size)
+        _answers.put(key, _ALWAYS, answer, size)
     return answer
 
 
