@@ -5,6 +5,7 @@ reached from where it runs. Real S3 server, real API process, the client as a pr
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Iterator
@@ -73,12 +74,10 @@ def test_the_store_keeps_only_the_bytes_the_api_signed_for(
     assert made.status_code == 201, made.text
     got = direct_api.get(f"{API}/{project}/revisions/1/files/top.v", headers=headers_of(alice))
     assert got.content == data
-    assert not [k for k in backends.store.list_keys("probes/")]  # the store's probe left nothing
+    assert not list(backends.store.list_keys("probes/"))  # the store's probe left nothing
 
 
 def problem_digest(data: bytes) -> str:
-    import base64
-
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
